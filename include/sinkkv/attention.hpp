@@ -1,0 +1,134 @@
+// sinkkv: the attention kernel contract.
+//
+// A cache decides *what* a query attends to (which tokens, in which frames
+// and at which distances); a kernel decides *how* to compute it. The two
+// meet in AttentionArgs: a few contiguous segments of one layer's cache,
+// each with the query already rotated for that segment's positions.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+
+#include "detail/element.hpp"
+#include "detail/softmax_state.hpp"
+#include "error.hpp"
+
+namespace sinkkv {
+
+/// The arithmetic type for storage type T: float for float/half/bfloat16,
+/// double for double.
+template <class T>
+using compute_t = typename detail::ElementTraits<T>::compute_type;
+
+/// One run of cached tokens with consecutive cache positions, stored with
+/// uniform strides.
+///
+/// Token j (0 <= j < length) of KV head h has its key at
+/// keys + h * head_stride + j * token_stride (head_dim contiguous elements),
+/// its value at the same offset from values. Its score against query head q
+/// (KV head q / group size) is
+///   scale * dot(query[q], key) - alibi_slope[q] * (query_distance - j)
+/// where the ALiBi term is present only when AttentionArgs::alibi_slopes is.
+template <class T>
+struct KVSegment {
+  using compute_type = compute_t<T>;
+  /// [num_query_heads, head_dim], contiguous: the query rotated so that its
+  /// dot product with these keys sees cache-relative distances.
+  const compute_type* query = nullptr;
+  const T* keys = nullptr;
+  const T* values = nullptr;
+  std::ptrdiff_t token_stride = 0;
+  std::ptrdiff_t head_stride = 0;
+  int length = 0;
+  /// Cache position of the query minus that of token 0 (>= 0).
+  int query_distance = 0;
+
+  /// Tokens [begin, begin + count) of this segment as a segment of its own.
+  KVSegment slice(int begin, int count) const {
+    KVSegment part = *this;
+    part.keys += begin * token_stride;
+    part.values += begin * token_stride;
+    part.length = count;
+    part.query_distance -= begin;
+    return part;
+  }
+};
+
+/// Everything a kernel needs for one query token on one layer.
+/// Grouped-query attention: query head q reads KV head q / group_size().
+/// The segments are disjoint; together they are every cached token
+/// (the query's own key included).
+template <class T>
+struct AttentionArgs {
+  using compute_type = compute_t<T>;
+  int num_query_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  compute_type scale = 0;
+  /// [num_query_heads] slopes when the cache uses ALiBi, else nullptr.
+  const compute_type* alibi_slopes = nullptr;
+  const KVSegment<T>* segments = nullptr;
+  int num_segments = 0;
+
+  int group_size() const { return num_query_heads / num_kv_heads; }
+  int kv_head_of(int query_head) const { return query_head / group_size(); }
+  int num_tokens() const {
+    int total = 0;
+    for (int s = 0; s < num_segments; ++s) total += segments[s].length;
+    return total;
+  }
+};
+
+/// Where a kernel writes: the softmax-weighted values of each query head
+/// (head_dim contiguous, heads head_stride apart) and the natural-log
+/// log-sum-exp of each head's scores, which lets partial results merge.
+template <class C>
+struct AttentionOutput {
+  C* data = nullptr;
+  std::ptrdiff_t head_stride = 0;
+  C* log_sum_exp = nullptr;  ///< [num_query_heads]
+};
+
+/// A kernel is any type callable as
+///   kernel(const AttentionArgs<T>& args, const AttentionOutput<compute_t<T>>& out)
+/// that fills every head of `out` (overwriting it) with softmax attention
+/// over all segments of `args`, and never allocates per call.
+template <class Kernel, class T>
+inline constexpr bool is_attention_kernel_v =
+    std::is_invocable_v<Kernel&, const AttentionArgs<T>&, const AttentionOutput<compute_t<T>>&>;
+
+#if defined(__cpp_concepts) && __cpp_concepts >= 201907L
+template <class Kernel, class T>
+concept AttentionKernel = requires(Kernel& kernel, const AttentionArgs<T>& args,
+                                   const AttentionOutput<compute_t<T>>& out) {
+  kernel(args, out);
+};
+#endif
+
+/// Merges partial result b (over other tokens) into partial result a, per
+/// query head: afterwards a holds attention over the union. O(heads * dim).
+template <class C>
+void merge_partial(int num_heads, int head_dim, const AttentionOutput<C>& a, const AttentionOutput<C>& b) {
+  for (int h = 0; h < num_heads; ++h) {
+    const auto w = detail::merge_weights(a.log_sum_exp[h], b.log_sum_exp[h]);
+    C* out = a.data + h * a.head_stride;
+    const C* other = b.data + h * b.head_stride;
+    for (int d = 0; d < head_dim; ++d) out[d] = w.weight_a * out[d] + w.weight_b * other[d];
+    a.log_sum_exp[h] = w.log_sum_exp;
+  }
+}
+
+/// gpt-oss-style learned sinks: each head's softmax gets one extra logit with
+/// a zero value, so out *= e^lse / (e^lse + e^sink) and the log-sum-exp
+/// grows accordingly. Applied after the kernel; O(heads * dim).
+template <class C>
+void apply_sink_logits(int num_heads, int head_dim, const C* sink_logits, const AttentionOutput<C>& out) {
+  for (int h = 0; h < num_heads; ++h) {
+    const auto w = detail::merge_weights(out.log_sum_exp[h], sink_logits[h]);
+    C* row = out.data + h * out.head_stride;
+    for (int d = 0; d < head_dim; ++d) row[d] *= w.weight_a;
+    out.log_sum_exp[h] = w.log_sum_exp;
+  }
+}
+
+}  // namespace sinkkv

@@ -1,0 +1,347 @@
+// sinkkv: the fast CPU attention kernel for one decode token.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
+#include <Eigen/Core>
+
+#include "../attention.hpp"
+#include "../detail/simd.hpp"
+#include "../detail/softmax_state.hpp"
+
+namespace sinkkv {
+
+/// Single-pass decode attention with an online softmax, one thread.
+///
+/// Memory traffic is the cost of decode attention, so every key and value
+/// row is read from memory once for all the query heads that share it
+/// (grouped-query attention). Per KV head, tokens go in blocks small enough
+/// to stay in L1 (block_tokens()):
+///   1. scores of the block for all the group's query heads, as register
+///      tiles of (tokens x heads) dot products finished by one transposing
+///      reduction (detail::simd::reduce_lanes);
+///   2. per head: ALiBi bias, block maximum, one rescale factor for the
+///      running output, exp() of the block's scores (vectorised polynomial);
+///   3. the weighted value rows added to the running output, as register
+///      tiles of (heads x dimension chunk) accumulators.
+/// The running output lives in `out` itself and the scores in a small stack
+/// array: zero allocations per call, stack use about 5 KiB.
+///
+/// Vector width follows the compiler flags of the including translation
+/// unit (see detail/simd.hpp): AVX-512F, AVX2+FMA, or SSE2 (any x86-64).
+/// Storage float, Eigen::half and Eigen::bfloat16 take this path when
+/// head_dim is a multiple of the vector width; double storage, other head
+/// sizes and non-x86 targets use an Eigen-vectorised loop with the same
+/// single-read structure (groups of up to kMaxGroup query heads).
+///
+/// Arithmetic is float for float/half/bfloat16 (double for double); results
+/// match ReferenceKernel to float rounding (see tests/kernels_cpu_test.cpp).
+/// Cost: O(num_query_heads * num_tokens * head_dim) flops,
+/// 2 * num_kv_heads * num_tokens * head_dim * sizeof(T) bytes read.
+struct CpuKernel {
+  /// Largest token block; the block is shrunk so that its key rows fit in
+  /// about 16 KiB (a third of a typical L1 data cache).
+  static constexpr int kMaxBlockTokens = 64;
+  /// Query heads that share one read of a K/V row; larger groups are split
+  /// into passes that each read the rows again.
+  static constexpr int kMaxGroup = 16;
+
+  /// True when storage T with this head size takes the vectorised path.
+  template <class T>
+  static constexpr bool uses_vector_path(int head_dim) {
+    return detail::simd::kAvailable && std::is_same_v<compute_t<T>, float> && head_dim % simd_lanes() == 0;
+  }
+  /// Vector width in floats of the vectorised path (1 when there is none).
+  static constexpr int simd_lanes() { return detail::simd::kLanes; }
+  /// Tokens per block for this row size.
+  static constexpr int block_tokens(int head_dim, std::size_t element_bytes) {
+    const std::size_t rows = std::size_t{16384} / (static_cast<std::size_t>(head_dim) * element_bytes);
+    const int fitted = static_cast<int>(std::min<std::size_t>(rows, kMaxBlockTokens)) / 16 * 16;
+    return std::max(16, fitted);
+  }
+
+  template <class T>
+  void operator()(const AttentionArgs<T>& args, const AttentionOutput<compute_t<T>>& out) const {
+    const int group = args.group_size();
+    if constexpr (detail::simd::kAvailable && std::is_same_v<compute_t<T>, float>) {
+      if (uses_vector_path<T>(args.head_dim)) {
+        for (int kv = 0; kv < args.num_kv_heads; ++kv) {
+          for (int first = 0; first < group; first += kMaxGroup) {
+            Vectorized<T>::attend_heads(args, out, kv, kv * group + first, std::min(kMaxGroup, group - first));
+          }
+        }
+        return;
+      }
+    }
+    for (int kv = 0; kv < args.num_kv_heads; ++kv) {
+      for (int first = 0; first < group; first += kMaxGroup) {
+        attend_heads_eigen(args, out, kv, kv * group + first, std::min(kMaxGroup, group - first));
+      }
+    }
+  }
+
+ private:
+  template <class T, bool kVector = detail::simd::kAvailable>
+  struct Vectorized;
+
+  template <class T>
+  struct Vectorized<T, true> {
+    static constexpr int L = detail::simd::kLanes;
+    using Vec = detail::simd::Vec;
+
+    /// Scores of tokens [j0, j0 + valid) (valid <= kTokens) against kHeads
+    /// query heads: a kHeads x kTokens register tile over the whole row,
+    /// finished by one transposing reduction. Rows past `valid` repeat the
+    /// last valid row and are discarded.
+    template <int kHeads>
+    static void score_tile(const float* query, int head_dim, const T* keys, std::ptrdiff_t token_stride,
+                           int valid, float scale, float* scores, int j0) {
+      constexpr int kTokens = L / kHeads;
+      Vec acc[kTokens * kHeads];
+      const T* row[kTokens];
+      for (int t = 0; t < kTokens; ++t) {
+        acc[t * kHeads] = detail::simd::zero();
+        for (int h = 1; h < kHeads; ++h) acc[t * kHeads + h] = detail::simd::zero();
+        row[t] = keys + std::min(t, valid - 1) * token_stride;
+      }
+      for (int d = 0; d < head_dim; d += L) {
+        Vec key[kTokens];
+        for (int t = 0; t < kTokens; ++t) key[t] = detail::simd::load(row[t] + d);
+        for (int h = 0; h < kHeads; ++h) {
+          const Vec q = detail::simd::load(query + h * head_dim + d);
+          for (int t = 0; t < kTokens; ++t) acc[t * kHeads + h] = detail::simd::fma(q, key[t], acc[t * kHeads + h]);
+        }
+      }
+      alignas(64) float sums[L];
+      detail::simd::store(sums, detail::simd::mul(detail::simd::reduce_lanes(acc), detail::simd::broadcast(scale)));
+      for (int t = 0; t < valid; ++t) {
+        for (int h = 0; h < kHeads; ++h) scores[h * kMaxBlockTokens + j0 + t] = sums[t * kHeads + h];
+      }
+    }
+
+    /// Scores of `count` tokens for kHeads heads.
+    template <int kHeads>
+    static void score_block(const float* query, int head_dim, const T* keys, std::ptrdiff_t token_stride, int count,
+                            float scale, float* scores) {
+      constexpr int kTokens = L / kHeads;
+      for (int j = 0; j < count; j += kTokens) {
+        score_tile<kHeads>(query, head_dim, keys + j * token_stride, token_stride, std::min(kTokens, count - j),
+                           scale, scores, j);
+      }
+    }
+
+    /// out[h][chunk] = factor[h] * out[h][chunk] + sum_j p[h][j] * value_j[chunk]
+    /// for kHeads heads and a chunk of kChunk vectors starting at column d0.
+    template <int kHeads, int kChunk>
+    static void value_tile(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
+                           int count, float* const* out_rows, int d0) {
+      Vec acc[kHeads * kChunk];
+      for (int h = 0; h < kHeads; ++h) {
+        const Vec f = detail::simd::broadcast(factor[h]);
+        for (int c = 0; c < kChunk; ++c) {
+          acc[h * kChunk + c] = detail::simd::mul(f, detail::simd::load(out_rows[h] + d0 + c * L));
+        }
+      }
+      const T* row = values + d0;
+      for (int j = 0; j < count; ++j, row += token_stride) {
+        Vec value[kChunk];
+        for (int c = 0; c < kChunk; ++c) value[c] = detail::simd::load(row + c * L);
+        for (int h = 0; h < kHeads; ++h) {
+          const Vec w = detail::simd::broadcast(weights[h * kMaxBlockTokens + j]);
+          for (int c = 0; c < kChunk; ++c) acc[h * kChunk + c] = detail::simd::fma(w, value[c], acc[h * kChunk + c]);
+        }
+      }
+      for (int h = 0; h < kHeads; ++h) {
+        for (int c = 0; c < kChunk; ++c) detail::simd::store(out_rows[h] + d0 + c * L, acc[h * kChunk + c]);
+      }
+    }
+
+    /// Columns [v * L, head_dim) in chunks of kChunk vectors, the remainder
+    /// in smaller chunks.
+    template <int kHeads, int kChunk>
+    static void value_block(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
+                            int count, float* const* out_rows, int head_dim, int v) {
+      const int num_vectors = head_dim / L;
+      for (; v + kChunk <= num_vectors; v += kChunk) {
+        value_tile<kHeads, kChunk>(weights, factor, values, token_stride, count, out_rows, v * L);
+      }
+      if constexpr (kChunk > 1) {
+        if (v < num_vectors) {
+          value_block<kHeads, kChunk / 2>(weights, factor, values, token_stride, count, out_rows, head_dim, v);
+        }
+      }
+    }
+
+    /// Runs F<kHeads>(first) over `num_heads` heads in sub-groups of
+    /// kHeads in {16, 8, 4, 2, 1} (at most kLanes): a score tile needs
+    /// kLanes / kHeads whole tokens.
+    template <int kHeads, class Visit>
+    static void for_head_groups(int first, int num_heads, Visit&& visit) {
+      if constexpr (kHeads > L) {
+        for_head_groups<kHeads / 2>(first, num_heads, visit);
+      } else {
+        for (; first + kHeads <= num_heads; first += kHeads) visit(std::integral_constant<int, kHeads>{}, first);
+        if constexpr (kHeads > 1) {
+          if (first < num_heads) for_head_groups<kHeads / 2>(first, num_heads, visit);
+        }
+      }
+    }
+
+    static void attend_heads(const AttentionArgs<T>& args, const AttentionOutput<float>& out, int kv,
+                             int first_head, int num_heads) {
+      const int head_dim = args.head_dim;
+      const int block_size = block_tokens(head_dim, sizeof(T));
+      detail::SoftmaxState<float> state[kMaxGroup];
+      alignas(64) float scores[kMaxGroup * kMaxBlockTokens];  // [head][token]: scores, then exp-weights
+      float factor[kMaxGroup];
+      float* out_rows[kMaxGroup];
+      for (int h = 0; h < num_heads; ++h) {
+        out_rows[h] = out.data + (first_head + h) * out.head_stride;
+        std::fill(out_rows[h], out_rows[h] + head_dim, 0.0f);
+      }
+
+      for (int s = 0; s < args.num_segments; ++s) {
+        const KVSegment<T>& segment = args.segments[s];
+        const T* keys = segment.keys + kv * segment.head_stride;
+        const T* values = segment.values + kv * segment.head_stride;
+        const float* query = segment.query + first_head * head_dim;
+        for (int block = 0; block < segment.length; block += block_size) {
+          const int count = std::min(block_size, segment.length - block);
+          const T* block_keys = keys + block * segment.token_stride;
+          const T* block_values = values + block * segment.token_stride;
+
+          // 1. scores
+          for_head_groups<kMaxGroup>(0, num_heads, [&](auto heads, int h0) {
+            score_block<decltype(heads)::value>(query + h0 * head_dim, head_dim, block_keys, segment.token_stride,
+                                                count, args.scale, scores + h0 * kMaxBlockTokens);
+          });
+
+          // 2. online softmax: bias, maximum, rescale, exp-weights
+          const int padded = (count + L - 1) / L * L;
+          for (int h = 0; h < num_heads; ++h) {
+            float* row = scores + h * kMaxBlockTokens;
+            if (args.alibi_slopes != nullptr) {
+              const float slope = args.alibi_slopes[first_head + h];
+              const float distance0 = static_cast<float>(segment.query_distance - block);
+              for (int j = 0; j < count; ++j) row[j] -= slope * (distance0 - static_cast<float>(j));
+            }
+            for (int j = count; j < padded; ++j) row[j] = -HUGE_VALF;
+            Vec running = detail::simd::load(row);
+            for (int j = L; j < padded; j += L) running = detail::simd::max(running, detail::simd::load(row + j));
+            factor[h] = state[h].rescale_to(detail::simd::reduce_max(running));
+            const Vec shift = detail::simd::broadcast(state[h].max);
+            Vec sum = detail::simd::zero();
+            for (int j = 0; j < padded; j += L) {
+              const Vec weight = detail::simd::exp(detail::simd::sub(detail::simd::load(row + j), shift));
+              detail::simd::store(row + j, weight);
+              sum = detail::simd::add(sum, weight);
+            }
+            state[h].sum += detail::simd::reduce_add(sum);
+          }
+
+          // 3. weighted values
+          for_head_groups<kMaxGroup>(0, num_heads, [&](auto heads, int h0) {
+            constexpr int kHeads = decltype(heads)::value;
+            constexpr int kChunk = std::max(1, detail::simd::kAccumulators / kHeads);
+            value_block<kHeads, kChunk>(scores + h0 * kMaxBlockTokens, factor + h0, block_values,
+                                        segment.token_stride, count, out_rows + h0, head_dim, 0);
+          });
+        }
+      }
+      for (int h = 0; h < num_heads; ++h) {
+        const float inverse = 1.0f / state[h].sum;
+        for (int d = 0; d < head_dim; ++d) out_rows[h][d] *= inverse;
+        out.log_sum_exp[first_head + h] = state[h].log_sum_exp();
+      }
+    }
+  };
+
+  template <class T>
+  struct Vectorized<T, false> {
+    static void attend_heads(const AttentionArgs<T>&, const AttentionOutput<compute_t<T>>&, int, int, int) {}
+  };
+
+  /// dot(query, key) in four independent sums. Written out rather than as
+  /// an Eigen reduction: GCC 12.2 flags the AVX-512 reductions Eigen
+  /// inlines here (PR 105593), which would break users' -Werror builds.
+  template <class C, class T>
+  static C dot(const C* query, const T* key, int head_dim) {
+    C sum[4] = {0, 0, 0, 0};
+    int d = 0;
+    for (; d + 4 <= head_dim; d += 4) {
+      for (int i = 0; i < 4; ++i) sum[i] += query[d + i] * detail::widen<C>(key[d + i]);
+    }
+    for (; d < head_dim; ++d) sum[0] += query[d] * detail::widen<C>(key[d]);
+    return (sum[0] + sum[1]) + (sum[2] + sum[3]);
+  }
+
+  /// The portable path: the same blocked single-read algorithm written with
+  /// Eigen expressions (vectorised for whatever Eigen supports).
+  template <class T>
+  static void attend_heads_eigen(const AttentionArgs<T>& args, const AttentionOutput<compute_t<T>>& out, int kv,
+                                 int first_head, int num_heads) {
+    constexpr int kBlock = 32;
+    using C = compute_t<T>;
+    using Row = Eigen::Matrix<C, Eigen::Dynamic, 1>;
+    using StoredRow = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+    const int head_dim = args.head_dim;
+
+    detail::SoftmaxState<C> state[kMaxGroup];
+    C scores[kMaxGroup][kBlock];  // scores, then their exp-weights
+    for (int h = 0; h < num_heads; ++h) {
+      Eigen::Map<Row>(out.data + (first_head + h) * out.head_stride, head_dim).setZero();
+    }
+
+    for (int s = 0; s < args.num_segments; ++s) {
+      const KVSegment<T>& segment = args.segments[s];
+      const T* keys = segment.keys + kv * segment.head_stride;
+      const T* values = segment.values + kv * segment.head_stride;
+      for (int block = 0; block < segment.length; block += kBlock) {
+        const int count = std::min(kBlock, segment.length - block);
+        for (int j = 0; j < count; ++j) {
+          const T* key = keys + (block + j) * segment.token_stride;
+          for (int h = 0; h < num_heads; ++h) {
+            scores[h][j] = args.scale * dot(segment.query + (first_head + h) * head_dim, key, head_dim);
+          }
+        }
+        if (args.alibi_slopes != nullptr) {
+          for (int h = 0; h < num_heads; ++h) {
+            const C slope = args.alibi_slopes[first_head + h];
+            for (int j = 0; j < count; ++j) {
+              scores[h][j] -= slope * static_cast<C>(segment.query_distance - (block + j));
+            }
+          }
+        }
+        for (int h = 0; h < num_heads; ++h) {
+          const C block_max = *std::max_element(scores[h], scores[h] + count);
+          const C factor = state[h].rescale_to(block_max);
+          if (factor != C(1)) {
+            Eigen::Map<Row>(out.data + (first_head + h) * out.head_stride, head_dim) *= factor;
+          }
+          C sum = 0;
+          for (int j = 0; j < count; ++j) {
+            scores[h][j] = std::exp(scores[h][j] - state[h].max);
+            sum += scores[h][j];
+          }
+          state[h].sum += sum;
+        }
+        for (int j = 0; j < count; ++j) {
+          const auto value = Eigen::Map<const StoredRow>(values + (block + j) * segment.token_stride, head_dim)
+                                 .template cast<C>();
+          for (int h = 0; h < num_heads; ++h) {
+            Eigen::Map<Row>(out.data + (first_head + h) * out.head_stride, head_dim) += scores[h][j] * value;
+          }
+        }
+      }
+    }
+    for (int h = 0; h < num_heads; ++h) {
+      Eigen::Map<Row>(out.data + (first_head + h) * out.head_stride, head_dim) /= state[h].sum;
+      out.log_sum_exp[first_head + h] = state[h].log_sum_exp();
+    }
+  }
+};
+
+}  // namespace sinkkv

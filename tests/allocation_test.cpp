@@ -1,0 +1,117 @@
+// append() and attend() never allocate: every global operator new of this
+// binary is counted.
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <sinkkv/sinkkv.hpp>
+
+#include "support/streams.hpp"
+
+namespace {
+std::size_t allocation_count = 0;
+
+void* counted_allocation(std::size_t size, std::size_t alignment = 0) {
+  ++allocation_count;
+  void* memory = nullptr;
+  if (alignment > alignof(std::max_align_t)) {
+    const std::size_t rounded = (size + alignment - 1) / alignment * alignment;
+    memory = std::aligned_alloc(alignment, rounded == 0 ? alignment : rounded);
+  } else {
+    memory = std::malloc(size == 0 ? 1 : size);
+  }
+  if (memory == nullptr) throw std::bad_alloc();
+  return memory;
+}
+}  // namespace
+
+void* operator new(std::size_t size) { return counted_allocation(size); }
+void* operator new[](std::size_t size) { return counted_allocation(size); }
+void* operator new(std::size_t size, std::align_val_t alignment) {
+  return counted_allocation(size, static_cast<std::size_t>(alignment));
+}
+void* operator new[](std::size_t size, std::align_val_t alignment) {
+  return counted_allocation(size, static_cast<std::size_t>(alignment));
+}
+void operator delete(void* memory) noexcept { std::free(memory); }
+void operator delete[](void* memory) noexcept { std::free(memory); }
+void operator delete(void* memory, std::size_t) noexcept { std::free(memory); }
+void operator delete[](void* memory, std::size_t) noexcept { std::free(memory); }
+void operator delete(void* memory, std::align_val_t) noexcept { std::free(memory); }
+void operator delete[](void* memory, std::align_val_t) noexcept { std::free(memory); }
+void operator delete(void* memory, std::size_t, std::align_val_t) noexcept { std::free(memory); }
+void operator delete[](void* memory, std::size_t, std::align_val_t) noexcept { std::free(memory); }
+
+namespace sinkkv {
+namespace {
+
+// Streams `tokens` tokens (append on every layer, attend with both kernels)
+// and returns how many allocations that made. All inputs are prepared first.
+template <class T>
+std::size_t allocations_while_streaming(const CacheConfig& config, int tokens) {
+  SinkKVCache<T> cache(config);
+  const int kv_count = config.num_kv_heads * config.head_dim;
+  const int query_count = config.query_heads() * config.head_dim;
+  const std::vector<float> keys = testing::token_rows(1, 0, 0, kv_count);
+  const std::vector<float> values = testing::token_rows(1, 0, 1, kv_count);
+  const std::vector<float> query = testing::token_rows(1, 0, 2, query_count);
+  const Eigen::MatrixXf eigen_keys = Eigen::MatrixXf::Random(config.num_kv_heads, config.head_dim);
+  const Eigen::MatrixXf eigen_query = Eigen::MatrixXf::Random(config.query_heads(), config.head_dim);
+  Eigen::Matrix<compute_t<T>, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> eigen_out(config.query_heads(),
+                                                                                        config.head_dim);
+  std::vector<compute_t<T>> out(static_cast<std::size_t>(query_count));
+  std::vector<compute_t<T>> sink_logits(static_cast<std::size_t>(config.query_heads()), compute_t<T>(0.5));
+  typename SinkKVCache<T>::Options options;
+  options.sink_logits = sink_logits.data();
+
+  const std::size_t before = allocation_count;
+  for (int t = 0; t < tokens; ++t) {
+    for (int layer = 0; layer < config.num_layers; ++layer) {
+      if (layer % 2 == 0) {
+        cache.append(layer, heads_view(keys.data(), config.num_kv_heads, config.head_dim),
+                     heads_view(values.data(), config.num_kv_heads, config.head_dim));
+      } else {
+        cache.append(layer, eigen_keys, eigen_keys);
+      }
+      cache.attend(layer, heads_view(query.data(), config.query_heads(), config.head_dim),
+                   output_view(out.data(), config.query_heads(), config.head_dim), CpuKernel{}, options);
+      cache.attend(layer, eigen_query, eigen_out, ReferenceKernel{});
+    }
+  }
+  return allocation_count - before;
+}
+
+CacheConfig config_for(PositionEncoding encoding) {
+  CacheConfig config = testing::small_config(2, 4, 37);
+  config.num_query_heads = 8;
+  config.head_dim = 16;
+  config.encoding = std::move(encoding);
+  return config;
+}
+
+TEST(ZeroAllocation, CountingWorks) {
+  const std::size_t before = allocation_count;
+  std::vector<int> probe(3);
+  EXPECT_GT(allocation_count, before);
+}
+
+TEST(ZeroAllocation, FloatCacheWithRopeStreamsWithoutAllocating) {
+  EXPECT_EQ(allocations_while_streaming<float>(config_for(PositionEncoding::rotary()), 200), 0u);
+}
+
+TEST(ZeroAllocation, HalfCacheWithAlibiStreamsWithoutAllocating) {
+  EXPECT_EQ(allocations_while_streaming<Eigen::half>(config_for(PositionEncoding::alibi_bias()), 200), 0u);
+}
+
+TEST(ZeroAllocation, Bfloat16CacheWithoutPositionsStreamsWithoutAllocating) {
+  EXPECT_EQ(allocations_while_streaming<Eigen::bfloat16>(config_for(PositionEncoding::none()), 200), 0u);
+}
+
+TEST(ZeroAllocation, DoubleCacheStreamsWithoutAllocating) {
+  EXPECT_EQ(allocations_while_streaming<double>(config_for(PositionEncoding::rotary()), 200), 0u);
+}
+
+}  // namespace
+}  // namespace sinkkv

@@ -1,0 +1,96 @@
+// Test support: the independent oracle for sink-cache attention.
+//
+// It shares no code with the library's position or rotation logic: it keeps
+// every token's un-rotated K/V, decides from first principles which tokens a
+// sink cache holds, places them at cache positions 0..n-1, re-rotates every
+// key (and the query) to those positions in double precision, and runs dense
+// softmax attention.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <sinkkv/config.hpp>
+
+namespace sinkkv::testing {
+
+/// Rows of one token for several heads: [heads][dim], double.
+using HeadRows = std::vector<std::vector<double>>;
+
+/// The stream indices a cache of (num_sinks, window) holds after
+/// `tokens_seen` tokens, in cache-position order.
+inline std::vector<std::uint64_t> expected_cached_tokens(int num_sinks, int window, std::uint64_t tokens_seen) {
+  std::vector<std::uint64_t> kept;
+  for (std::uint64_t t = 0; t < tokens_seen && t < static_cast<std::uint64_t>(num_sinks); ++t) kept.push_back(t);
+  const std::uint64_t sinks = kept.size();
+  const std::uint64_t window_start =
+      tokens_seen > static_cast<std::uint64_t>(window) ? std::max(sinks, tokens_seen - window) : sinks;
+  for (std::uint64_t t = window_start; t < tokens_seen; ++t) kept.push_back(t);
+  return kept;
+}
+
+/// Rotates one head row to `position` with RoPE as configured, written out
+/// from the definitions (Llama: pairs (2i, 2i+1); NeoX: (i, i + r/2)).
+inline std::vector<double> oracle_rotate(const std::vector<double>& row, double position, const RopeConfig& rope) {
+  const int dim = static_cast<int>(row.size());
+  const int rotary = rope.rotary_dim == 0 ? dim : rope.rotary_dim;
+  std::vector<double> out = row;
+  for (int i = 0; i < rotary / 2; ++i) {
+    const double frequency = 1.0 / std::pow(rope.theta, (2.0 * i) / rotary);
+    const double angle = position * frequency;
+    const int a = rope.layout == RopeLayout::kAdjacentPairs ? 2 * i : i;
+    const int b = rope.layout == RopeLayout::kAdjacentPairs ? 2 * i + 1 : i + rotary / 2;
+    out[a] = row[a] * std::cos(angle) - row[b] * std::sin(angle);
+    out[b] = row[a] * std::sin(angle) + row[b] * std::cos(angle);
+  }
+  return out;
+}
+
+struct OracleResult {
+  HeadRows output;                  // [query heads][dim]
+  std::vector<double> log_sum_exp;  // [query heads]
+};
+
+/// Dense attention of one query over cached tokens at cache positions
+/// 0..n-1 (keys[i], values[i] are the un-rotated rows of the i-th cached
+/// token), the query at position n-1.
+inline OracleResult oracle_attention(const CacheConfig& config, const HeadRows& query,
+                                     const std::vector<HeadRows>& keys, const std::vector<HeadRows>& values,
+                                     const std::vector<double>& alibi_slopes, double scale,
+                                     const double* sink_logits = nullptr) {
+  const int tokens = static_cast<int>(keys.size());
+  const int query_heads = config.query_heads();
+  const int group = query_heads / config.num_kv_heads;
+  const double query_position = tokens - 1;
+  const bool rope = config.encoding.kind == PositionEncoding::Kind::kRope;
+  const bool alibi = config.encoding.kind == PositionEncoding::Kind::kAlibi;
+  OracleResult result;
+  for (int q = 0; q < query_heads; ++q) {
+    const int kv = q / group;
+    const std::vector<double> rotated_query =
+        rope ? oracle_rotate(query[q], query_position, config.encoding.rope) : query[q];
+    std::vector<double> scores(tokens);
+    double max_score = -INFINITY;
+    for (int i = 0; i < tokens; ++i) {
+      const std::vector<double> key = rope ? oracle_rotate(keys[i][kv], i, config.encoding.rope) : keys[i][kv];
+      double dot = 0;
+      for (std::size_t d = 0; d < key.size(); ++d) dot += rotated_query[d] * key[d];
+      scores[i] = scale * dot - (alibi ? alibi_slopes[q] * (query_position - i) : 0.0);
+      max_score = std::max(max_score, scores[i]);
+    }
+    if (sink_logits != nullptr) max_score = std::max(max_score, sink_logits[q]);
+    double sum = sink_logits != nullptr ? std::exp(sink_logits[q] - max_score) : 0.0;
+    for (double s : scores) sum += std::exp(s - max_score);
+    std::vector<double> out(static_cast<std::size_t>(config.head_dim), 0.0);
+    for (int i = 0; i < tokens; ++i) {
+      const double weight = std::exp(scores[i] - max_score) / sum;
+      for (int d = 0; d < config.head_dim; ++d) out[d] += weight * values[i][kv][d];
+    }
+    result.output.push_back(out);
+    result.log_sum_exp.push_back(max_score + std::log(sum));
+  }
+  return result;
+}
+
+}  // namespace sinkkv::testing

@@ -248,5 +248,29 @@ TEST(SinkKVCache, StorageIsSizedOnceFromTheConfiguration) {
   EXPECT_EQ(cache.storage_bytes(), 3u * 2 * 2 * 64 * 8 * 2);
 }
 
+TEST(SinkKVCache, EigenOutputMayBeATemporaryBlock) {
+  SinkKVCache<float> cache(small_config(1));
+  for (int t = 0; t < 3; ++t) append_token(cache, t);
+  const std::vector<float> query = token_rows(7, 0, 99, 32);
+  const Eigen::Map<const Eigen::Matrix<float, 4, 8, Eigen::RowMajor>> query_matrix(query.data());
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> big = Eigen::MatrixXf::Zero(6, 8);
+  cache.attend(0, query_matrix, big.middleRows(1, 4), CpuKernel{});
+  const std::vector<float> want = attend_all(cache, 0, 7);
+  for (int q = 0; q < 4; ++q) {
+    for (int d = 0; d < 8; ++d) EXPECT_EQ(big(q + 1, d), want[static_cast<std::size_t>(q * 8 + d)]);
+  }
+  EXPECT_EQ(big.row(0).squaredNorm(), 0.0f);
+  EXPECT_EQ(big.row(5).squaredNorm(), 0.0f);
+}
+
+TEST(SinkKVCache, ColumnMajorEigenOutputIsRejected) {
+  SinkKVCache<float> cache(small_config(1));
+  append_token(cache, 0);
+  const Eigen::MatrixXf query = Eigen::MatrixXf::Ones(4, 8);
+  Eigen::MatrixXf out(4, 8);
+  EXPECT_EQ(error_of([&] { cache.attend(0, query, out, CpuKernel{}); }),
+            "sinkkv: attend on layer 0: output rows must be contiguous (row-major), column stride is 4");
+}
+
 }  // namespace
 }  // namespace sinkkv

@@ -56,6 +56,8 @@ struct AttendOptions {
 /// by its cache position. The kernel merges both through one online softmax.
 ///
 /// Move-only: copying multi-megabyte state must be explicit (clone()).
+/// One thread at a time per cache (attend() writes per-cache scratch);
+/// separate caches are independent.
 template <class T>
 class SinkKVCache {
   static_assert(detail::ElementTraits<T>::kSupported,
@@ -261,10 +263,15 @@ class SinkKVCache {
   }
 
   /// Eigen form: `query` a [num_query_heads, head_dim] matrix, map or block;
-  /// `out` a row-major one of compute_type (rows contiguous).
+  /// `out` a row-major one of compute_type (rows contiguous). `out` is taken
+  /// by const reference so that temporaries such as `m.topRows(8)` bind (the
+  /// idiom Eigen documents for output parameters); it is written through.
   template <class Kernel, class QueryDerived, class OutDerived>
-  void attend(int layer, const Eigen::DenseBase<QueryDerived>& query, Eigen::DenseBase<OutDerived>& out,
+  void attend(int layer, const Eigen::DenseBase<QueryDerived>& query, const Eigen::DenseBase<OutDerived>& out_const,
               Kernel&& kernel, const Options& options = {}) {
+    auto& out = const_cast<Eigen::DenseBase<OutDerived>&>(out_const);
+    static_assert(bool(Eigen::internal::traits<OutDerived>::Flags & Eigen::LvalueBit),
+                  "sinkkv: the attention output must be writable");
     static_assert(std::is_same_v<typename OutDerived::Scalar, compute_type>,
                   "sinkkv: the attention output must hold compute_t<T> (float for float/half/bfloat16)");
     static_assert(bool(Eigen::internal::traits<OutDerived>::Flags & Eigen::DirectAccessBit),

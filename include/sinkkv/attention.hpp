@@ -77,6 +77,10 @@ struct AttentionArgs {
     for (int s = 0; s < num_segments; ++s) total += segments[s].length;
     return total;
   }
+  /// The query is always the newest cached token, so its cache position is
+  /// the last one; token j of a segment sits at query_position() -
+  /// (query_distance - j).
+  int query_position() const { return num_tokens() - 1; }
 };
 
 /// Where a kernel writes: the softmax-weighted values of each query head

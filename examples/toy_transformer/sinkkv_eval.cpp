@@ -1,0 +1,273 @@
+// sinkkv-eval: what a cache policy does to a model's quality over a long
+// stream. Per-token negative log-likelihood under each policy, perplexity
+// overall and per chunk, CSV, an SVG plot, and the attention-mass report.
+//
+//   sinkkv-eval --checkpoint model.bin --tokens stream.bin --cache-size 256 --out eval/
+//   sinkkv-eval --checkpoint model.bin --generate 20000 --seed 1 --save-tokens stream.bin
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <sys/stat.h>
+
+#include "toy/checkpoint.hpp"
+#include "toy/cli.hpp"
+#include "toy/eval.hpp"
+#include "toy/model.hpp"
+#include "toy/sampler.hpp"
+#include "toy/tokens.hpp"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: sinkkv-eval --checkpoint model.bin (--tokens FILE | --generate N) [options]
+
+Stream:
+  --tokens FILE         the token stream to score
+  --format bin|text     FILE holds int32 little-endian ids (bin, default) or whitespace-separated ids
+  --generate N          sample an N-token stream from the model itself instead
+                        (through a sink cache of the same size; --seed, --temperature, --top-p, --start-token)
+  --save-tokens FILE    save the generated stream (in --format)
+Policies:
+  --policies LIST       comma-separated, or 'all' (default):
+                        dense, window, sink, recompute, window-stream, sink-stream
+  --cache-size L        tokens a bounded policy keeps (default 256)
+  --sinks S             sinks of the sink policies, out of L (default 4)
+  --limit N             score only the first N predictions under recompute (O(L^2) per token)
+  --threads N           threads for recompute, whose tokens are independent (default 1)
+Output:
+  --out DIR             nll.csv, chunks.csv, plot.svg, attention_mass.csv (default sinkkv-eval-out)
+  --chunk N             predictions per row of the perplexity table (default 1000)
+  --smooth N            moving-average width of the plot (default 100)
+  --mass-range A:B      attention-mass report over query positions [A, B) (0-based stream indices)
+  --mass-policy P       the policy the report watches (default sink)
+  --progress-every SEC  seconds between progress lines on stderr (default 2; 0 = none)
+)";
+
+struct Options {
+  std::string checkpoint;
+  std::string tokens_path;
+  toy::TokenFormat format = toy::TokenFormat::kBinary;
+  long long generate = 0;
+  std::uint64_t seed = 1;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int start_token = 1;
+  std::string save_tokens;
+  std::vector<toy::Policy> policies = toy::all_policies();
+  int cache_size = 256;
+  int sinks = 4;
+  long long limit = -1;
+  int threads = 1;
+  std::string out_dir = "sinkkv-eval-out";
+  long long chunk = 1000;
+  long long smooth = 100;
+  long long mass_begin = -1, mass_end = -1;
+  toy::Policy mass_policy = toy::Policy::kSink;
+  double progress_every = 2.0;
+};
+
+std::vector<toy::Policy> parse_policies(const std::string& list) {
+  if (list == "all") return toy::all_policies();
+  std::vector<toy::Policy> policies;
+  std::size_t begin = 0;
+  while (begin <= list.size()) {
+    const std::size_t comma = std::min(list.find(',', begin), list.size());
+    const toy::Policy p = toy::parse_policy(list.substr(begin, comma - begin));
+    for (toy::Policy q : policies) TOY_CHECK(q != p, "--policies lists " << toy::policy_name(p) << " twice");
+    policies.push_back(p);
+    begin = comma + 1;
+  }
+  return policies;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
+    TOY_CHECK(i + 1 < argc, flag << " needs a value (see --help)");
+    const std::string value = argv[++i];
+    if (flag == "--checkpoint") {
+      o.checkpoint = value;
+    } else if (flag == "--tokens") {
+      o.tokens_path = value;
+    } else if (flag == "--format") {
+      o.format = toy::parse_token_format(value);
+    } else if (flag == "--generate") {
+      o.generate = toy::parse_integer(flag, value, 2, 1LL << 31);
+    } else if (flag == "--seed") {
+      o.seed = static_cast<std::uint64_t>(toy::parse_integer(flag, value, 0, 1LL << 62));
+    } else if (flag == "--temperature") {
+      o.temperature = static_cast<float>(toy::parse_real(flag, value, 0, 100));
+    } else if (flag == "--top-p") {
+      o.top_p = static_cast<float>(toy::parse_real(flag, value, 1e-6, 1));
+    } else if (flag == "--start-token") {
+      o.start_token = static_cast<int>(toy::parse_integer(flag, value, 0, toy::ModelConfig::kMaxVocab - 1));
+    } else if (flag == "--save-tokens") {
+      o.save_tokens = value;
+    } else if (flag == "--policies") {
+      o.policies = parse_policies(value);
+    } else if (flag == "--cache-size") {
+      o.cache_size = static_cast<int>(toy::parse_integer(flag, value, 1, 1 << 24));
+    } else if (flag == "--sinks") {
+      o.sinks = static_cast<int>(toy::parse_integer(flag, value, 0, 1 << 24));
+    } else if (flag == "--limit") {
+      o.limit = toy::parse_integer(flag, value, 1, 1LL << 40);
+    } else if (flag == "--threads") {
+      o.threads = static_cast<int>(toy::parse_integer(flag, value, 1, 1024));
+    } else if (flag == "--out") {
+      o.out_dir = value;
+    } else if (flag == "--chunk") {
+      o.chunk = toy::parse_integer(flag, value, 1, 1LL << 40);
+    } else if (flag == "--smooth") {
+      o.smooth = toy::parse_integer(flag, value, 1, 1LL << 40);
+    } else if (flag == "--mass-range") {
+      const std::size_t colon = value.find(':');
+      TOY_CHECK(colon != std::string::npos, "--mass-range: '" << value << "' is not A:B");
+      o.mass_begin = toy::parse_integer("--mass-range start", value.substr(0, colon), 0, 1LL << 40);
+      o.mass_end = toy::parse_integer("--mass-range end", value.substr(colon + 1), o.mass_begin + 1, 1LL << 40);
+    } else if (flag == "--mass-policy") {
+      o.mass_policy = toy::parse_policy(value);
+    } else if (flag == "--progress-every") {
+      o.progress_every = toy::parse_real(flag, value, 0, 1e6);
+    } else {
+      TOY_FAIL("unknown option '" << flag << "' (see --help)");
+    }
+  }
+  TOY_CHECK(!o.checkpoint.empty(), "--checkpoint is required (see --help)");
+  TOY_CHECK(o.tokens_path.empty() != (o.generate == 0), "give exactly one of --tokens FILE and --generate N");
+  TOY_CHECK(o.sinks < o.cache_size, "--sinks " << o.sinks << " leaves no window in --cache-size " << o.cache_size);
+  return o;
+}
+
+toy::PolicySpec spec_for(toy::Policy policy, const Options& o, std::size_t stream_length) {
+  toy::PolicySpec spec;
+  spec.policy = policy;
+  const bool sinks = policy == toy::Policy::kSink || policy == toy::Policy::kSinkStream;
+  spec.num_sinks = sinks ? o.sinks : 0;
+  spec.window = o.cache_size - spec.num_sinks;
+  if (policy == toy::Policy::kDense) {
+    TOY_CHECK(stream_length <= (1u << 28), "dense: a stream of " << stream_length << " tokens is too long");
+    spec.window = static_cast<int>(std::max<std::size_t>(stream_length, 1));
+  }
+  return spec;
+}
+
+toy::ProgressFn progress_printer(const std::string& what, double every) {
+  if (every <= 0) return {};
+  auto clock = std::make_shared<toy::Stopwatch>();
+  auto next = std::make_shared<double>(every);
+  return [=](std::size_t done, std::size_t total, int cache_size, int cache_capacity) {
+    const double seconds = clock->seconds();
+    if (seconds < *next && done != total) return;
+    *next = seconds + every;
+    const double rate = static_cast<double>(done) / seconds;
+    std::fprintf(stderr, "[%s] %zu/%zu tokens | %.0f tok/s | cache %d/%d | RSS %.1f MiB | ETA %.1f min\n",
+                 what.c_str(), done, total, rate, cache_size, cache_capacity,
+                 toy::mib(toy::resident_bytes()), static_cast<double>(total - done) / rate / 60.0);
+  };
+}
+
+int run(const Options& o) {
+  const toy::ModelWeights weights = toy::load_checkpoint(o.checkpoint);
+  const toy::ModelConfig& config = weights.config;
+  std::cerr << "model: " << o.checkpoint << " (" << config << ")\n";
+
+  std::vector<std::int32_t> tokens;
+  if (o.generate > 0) {
+    TOY_CHECK(o.start_token < config.vocab_size,
+              "--start-token " << o.start_token << " outside the vocabulary [0, " << config.vocab_size << ")");
+    toy::Sampler sampler(config.vocab_size, o.temperature, o.top_p, o.seed);
+    toy::PolicySpec spec = spec_for(toy::Policy::kSink, o, 0);
+    tokens = toy::generate_stream(weights, spec, static_cast<std::size_t>(o.generate), o.start_token, sampler,
+                                  progress_printer("generate", o.progress_every));
+    if (!o.save_tokens.empty()) toy::write_tokens(tokens, o.save_tokens, o.format);
+  } else {
+    tokens = toy::read_tokens(o.tokens_path, o.format, config.vocab_size);
+    TOY_CHECK(tokens.size() >= 2, o.tokens_path << " holds " << tokens.size() << " tokens; at least 2 are needed");
+  }
+  const std::size_t predictions = tokens.size() - 1;
+  std::cerr << "stream: " << tokens.size() << " tokens; cache size L = " << o.cache_size << " (" << o.sinks
+            << " sinks in the sink policies)\n";
+  if (config.seq_len < o.cache_size) {
+    std::cerr << "note: the model was trained on " << config.seq_len << "-token sequences, less than L\n";
+  }
+
+  ::mkdir(o.out_dir.c_str(), 0777);  // may exist; failures surface when writing
+  toy::AttentionMass mass(config.num_layers, config.num_heads);
+  const bool want_mass = o.mass_begin >= 0;
+  bool mass_recorded = false;
+  std::vector<toy::PolicyRun> runs;
+  for (toy::Policy policy : o.policies) {
+    const toy::PolicySpec spec = spec_for(policy, o, tokens.size());
+    const std::size_t limit =
+        policy == toy::Policy::kRecompute && o.limit > 0 ? static_cast<std::size_t>(o.limit) : SIZE_MAX;
+    const bool probe = want_mass && policy == o.mass_policy;
+    const toy::Stopwatch clock;
+    toy::PolicyRun run;
+    run.name = toy::policy_name(policy);
+    if (policy == toy::Policy::kRecompute && !probe) {
+      run.nll = toy::recompute_nll(weights, spec.window, tokens, limit, o.threads,
+                                   progress_printer(run.name, o.progress_every));
+    } else {
+      run.nll = toy::stream_nll(weights, spec, tokens, limit, progress_printer(run.name, o.progress_every),
+                                probe ? &mass : nullptr, static_cast<std::size_t>(std::max(0LL, o.mass_begin)),
+                                static_cast<std::size_t>(std::max(0LL, o.mass_end)));
+    }
+    run.seconds = clock.seconds();
+    mass_recorded = mass_recorded || probe;
+    runs.push_back(std::move(run));
+  }
+
+  const std::string nll_csv = o.out_dir + "/nll.csv", chunks_csv = o.out_dir + "/chunks.csv",
+                    svg = o.out_dir + "/plot.svg";
+  toy::write_nll_csv(nll_csv, tokens, runs);
+  const std::string table = toy::chunk_table(runs, predictions, static_cast<std::size_t>(o.chunk), chunks_csv);
+  toy::write_svg_plot(svg, runs, static_cast<std::size_t>(o.smooth), o.cache_size,
+                      "moving-average NLL, L = " + std::to_string(o.cache_size) + ", " + std::to_string(o.sinks) +
+                          " sinks: " + o.checkpoint);
+
+  std::printf("%-14s %10s %12s %10s %10s %9s\n", "policy", "tokens", "perplexity", "mean NLL", "seconds", "tok/s");
+  for (const toy::PolicyRun& run : runs) {
+    const double ppl = toy::perplexity(run.nll, 0, run.nll.size());
+    std::printf("%-14s %10zu %12.4f %10.4f %10.2f %9.0f\n", run.name.c_str(), run.nll.size(), ppl, std::log(ppl),
+                run.seconds, static_cast<double>(run.nll.size()) / run.seconds);
+  }
+  std::printf("\nperplexity per chunk of %lld predictions (position = index of the predicted token):\n%s", o.chunk,
+              table.c_str());
+  if (want_mass) {
+    if (mass_recorded) {
+      const std::string mass_csv = o.out_dir + "/attention_mass.csv";
+      std::printf("\nattention mass (%s policy, queries at stream positions [%lld, %lld)):\n%s",
+                  toy::policy_name(o.mass_policy), o.mass_begin, std::min<long long>(o.mass_end, predictions),
+                  mass.report(mass_csv).c_str());
+    } else {
+      std::fprintf(stderr, "note: --mass-policy %s is not among --policies; no attention-mass report\n",
+                   toy::policy_name(o.mass_policy));
+    }
+  }
+  std::printf("\nwrote %s, %s, %s%s\n", nll_csv.c_str(), chunks_csv.c_str(), svg.c_str(),
+              want_mass && mass_recorded ? (", " + o.out_dir + "/attention_mass.csv").c_str() : "");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const std::exception& e) {
+    std::cerr << "sinkkv-eval: error: " << e.what() << "\n";
+    return 1;
+  }
+}

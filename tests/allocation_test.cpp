@@ -1,8 +1,5 @@
 // append() and attend() never allocate: every call into the C library's
-// allocator made by this binary is counted (operator new and Eigen's aligned
-// allocator both end in malloc). glibc-specific: the program's definitions
-// interpose the library's and forward to its internal entry points.
-#include <cstdlib>
+// allocator made by this binary is counted.
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -10,42 +7,13 @@
 #include <sinkkv/sinkkv.hpp>
 
 #include "support/streams.hpp"
-
-namespace {
-std::size_t allocation_count = 0;
-}  // namespace
-
-extern "C" {
-void* __libc_malloc(std::size_t size);
-void* __libc_calloc(std::size_t count, std::size_t size);
-void* __libc_realloc(void* memory, std::size_t size);
-void* __libc_memalign(std::size_t alignment, std::size_t size);
-
-void* malloc(std::size_t size) {
-  ++allocation_count;
-  return __libc_malloc(size);
-}
-void* calloc(std::size_t count, std::size_t size) {
-  ++allocation_count;
-  return __libc_calloc(count, size);
-}
-void* realloc(void* memory, std::size_t size) {
-  ++allocation_count;
-  return __libc_realloc(memory, size);
-}
-void* aligned_alloc(std::size_t alignment, std::size_t size) {
-  ++allocation_count;
-  return __libc_memalign(alignment, size);
-}
-int posix_memalign(void** out, std::size_t alignment, std::size_t size) {
-  ++allocation_count;
-  *out = __libc_memalign(alignment, size);
-  return *out == nullptr ? 12 /* ENOMEM */ : 0;
-}
-}
+// Last: it defines malloc & co. after the system headers declared them.
+#include "support/allocation_counter.hpp"
 
 namespace sinkkv {
 namespace {
+
+using testing::allocation_count;
 
 // Streams `tokens` tokens (append on every layer, attend with both kernels)
 // and returns how many allocations that made. All inputs are prepared first.

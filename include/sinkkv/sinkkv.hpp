@@ -10,6 +10,7 @@
 #include "config.hpp"
 #include "error.hpp"
 #include "kernels/cpu.hpp"
+#include "kernels/parallel.hpp"
 #include "kernels/reference.hpp"
 #include "positions.hpp"
 #include "rope.hpp"

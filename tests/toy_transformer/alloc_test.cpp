@@ -12,44 +12,8 @@
 #include "reference_model.hpp"
 #include "toy/model.hpp"
 #include "toy/sampler.hpp"
-
-namespace {
-bool counting = false;
-std::size_t allocations = 0;
-void count() {
-  if (counting) ++allocations;
-}
-}  // namespace
-
-// glibc: the program's malloc family interposes the C library's.
-extern "C" {
-void* __libc_malloc(std::size_t size);
-void* __libc_calloc(std::size_t count, std::size_t size);
-void* __libc_realloc(void* memory, std::size_t size);
-void* __libc_memalign(std::size_t alignment, std::size_t size);
-
-void* malloc(std::size_t size) {
-  count();
-  return __libc_malloc(size);
-}
-void* calloc(std::size_t n, std::size_t size) {
-  count();
-  return __libc_calloc(n, size);
-}
-void* realloc(void* memory, std::size_t size) {
-  count();
-  return __libc_realloc(memory, size);
-}
-void* aligned_alloc(std::size_t alignment, std::size_t size) {
-  count();
-  return __libc_memalign(alignment, size);
-}
-int posix_memalign(void** out, std::size_t alignment, std::size_t size) {
-  count();
-  *out = __libc_memalign(alignment, size);
-  return *out == nullptr ? 12 /* ENOMEM */ : 0;
-}
-}
+// Last: it defines malloc & co. after the system headers declared them.
+#include "../support/allocation_counter.hpp"
 
 namespace {
 
@@ -63,17 +27,14 @@ TEST_P(NoAllocation, DecoderStepAndSampling) {
   toy::Sampler sampler(weights.config.vocab_size, 0.8f, 0.9f, 1);
   int token = sampler.sample(decoder.step(1));  // warm-up
   // Make sure the counter works here at all.
-  counting = true;
+  std::size_t before = sinkkv::testing::allocation_count;
   std::vector<int>* probe = new std::vector<int>(3);
-  counting = false;
   delete probe;
-  ASSERT_GE(allocations, 1u) << "malloc interposition is not active";
+  ASSERT_GE(sinkkv::testing::allocation_count, before + 1) << "malloc interposition is not active";
 
-  allocations = 0;
-  counting = true;
+  before = sinkkv::testing::allocation_count;
   for (int i = 0; i < 3 * GetParam().capacity() + 5; ++i) token = sampler.sample(decoder.step(token));
-  counting = false;
-  EXPECT_EQ(allocations, 0u) << toy::policy_name(GetParam().policy);
+  EXPECT_EQ(sinkkv::testing::allocation_count - before, 0u) << toy::policy_name(GetParam().policy);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, NoAllocation,

@@ -48,6 +48,8 @@ struct CpuKernel {
   /// Query heads that share one read of a K/V row; larger groups are split
   /// into passes that each read the rows again.
   static constexpr int kMaxGroup = 16;
+  /// How many blocks ahead keys and values are prefetched into L2.
+  static constexpr int kFarBlocks = 8;
 
   /// True when storage T with this head size takes the vectorised path.
   template <class T>
@@ -91,6 +93,11 @@ struct CpuKernel {
   struct Vectorized<T, true> {
     static constexpr int L = detail::simd::kLanes;
     using Vec = detail::simd::Vec;
+    /// Far (L2) prefetch pays off for rows of at least this many bytes
+    /// (float x 128 dims); for shorter rows the hardware prefetchers keep up
+    /// and the extra instructions cost more than they hide (measured on Zen 5
+    /// with float/half x 64/128 dims, see docs/performance.md).
+    static constexpr std::size_t kFarPrefetchMinRowBytes = 512;
 
     /// Scores of tokens [j0, j0 + valid) (valid <= kTokens) against kHeads
     /// query heads: a kHeads x kTokens register tile over the whole row,
@@ -100,34 +107,39 @@ struct CpuKernel {
     static void score_tile(const float* query, int head_dim, const T* keys, std::ptrdiff_t token_stride,
                            int valid, float scale, float* scores, int j0) {
       constexpr int kTokens = L / kHeads;
-      Vec acc[kTokens * kHeads];
+      Vec acc[kHeads * kTokens];  // lane h * kTokens + t of the reduction: head h, token t
       const T* row[kTokens];
-      for (int t = 0; t < kTokens; ++t) {
-        acc[t * kHeads] = detail::simd::zero();
-        for (int h = 1; h < kHeads; ++h) acc[t * kHeads + h] = detail::simd::zero();
-        row[t] = keys + std::min(t, valid - 1) * token_stride;
-      }
+      for (int t = 0; t < kTokens; ++t) row[t] = keys + std::min(t, valid - 1) * token_stride;
+      for (int i = 0; i < kHeads * kTokens; ++i) acc[i] = detail::simd::zero();
       for (int d = 0; d < head_dim; d += L) {
         Vec key[kTokens];
         for (int t = 0; t < kTokens; ++t) key[t] = detail::simd::load(row[t] + d);
         for (int h = 0; h < kHeads; ++h) {
           const Vec q = detail::simd::load(query + h * head_dim + d);
-          for (int t = 0; t < kTokens; ++t) acc[t * kHeads + h] = detail::simd::fma(q, key[t], acc[t * kHeads + h]);
+          for (int t = 0; t < kTokens; ++t) acc[h * kTokens + t] = detail::simd::fma(q, key[t], acc[h * kTokens + t]);
         }
       }
-      alignas(64) float sums[L];
-      detail::simd::store(sums, detail::simd::mul(detail::simd::reduce_lanes(acc), detail::simd::broadcast(scale)));
-      for (int t = 0; t < valid; ++t) {
-        for (int h = 0; h < kHeads; ++h) scores[h * kMaxBlockTokens + j0 + t] = sums[t * kHeads + h];
+      const Vec sums = detail::simd::mul(detail::simd::reduce_lanes(acc), detail::simd::broadcast(scale));
+      // Head h's scores are lanes [h * kTokens, h * kTokens + valid): stored
+      // straight from the register (reading them back one by one after a
+      // full-width store stalls store-to-load forwarding).
+      for (int h = 0; h < kHeads; ++h) {
+        detail::simd::store_lanes(scores + h * kMaxBlockTokens + j0 - h * kTokens, sums, h * kTokens, valid);
       }
     }
 
     /// Scores of `count` tokens for kHeads heads.
+    /// Also prefetches row j of `prefetch_rows` (count rows) as it goes, so
+    /// that the next phase finds them in L1 without a burst of misses.
     template <int kHeads>
     static void score_block(const float* query, int head_dim, const T* keys, std::ptrdiff_t token_stride, int count,
-                            float scale, float* scores) {
+                            float scale, float* scores, const T* prefetch_rows, int prefetch_count) {
       constexpr int kTokens = L / kHeads;
+      const std::size_t row_bytes = static_cast<std::size_t>(head_dim) * sizeof(T);
       for (int j = 0; j < count; j += kTokens) {
+        for (int t = j; t < std::min(j + kTokens, prefetch_count); ++t) {
+          detail::simd::prefetch(prefetch_rows + t * token_stride, row_bytes);
+        }
         score_tile<kHeads>(query, head_dim, keys + j * token_stride, token_stride, std::min(kTokens, count - j),
                            scale, scores, j);
       }
@@ -135,9 +147,24 @@ struct CpuKernel {
 
     /// out[h][chunk] = factor[h] * out[h][chunk] + sum_j p[h][j] * value_j[chunk]
     /// for kHeads heads and a chunk of kChunk vectors starting at column d0.
+    /// Rows to prefetch while a block's values are summed, one row (or pair)
+    /// per summed token: the next block's keys into L1, and the keys and
+    /// values kFarBlocks blocks ahead into L2, so that DRAM streams while
+    /// the core computes (hardware prefetchers alone left it idle half the
+    /// time on Zen 5).
+    struct Prefetch {
+      const T* near = nullptr;
+      int near_count = 0;
+      const T* far_keys = nullptr;
+      const T* far_values = nullptr;
+      int far_count = 0;
+      std::size_t row_bytes = 0;
+    };
+
+    /// Row j of the prefetch lists is requested beside value row j.
     template <int kHeads, int kChunk>
     static void value_tile(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
-                           int count, float* const* out_rows, int d0) {
+                           int count, float* const* out_rows, int d0, const Prefetch& ahead) {
       Vec acc[kHeads * kChunk];
       for (int h = 0; h < kHeads; ++h) {
         const Vec f = detail::simd::broadcast(factor[h]);
@@ -147,6 +174,11 @@ struct CpuKernel {
       }
       const T* row = values + d0;
       for (int j = 0; j < count; ++j, row += token_stride) {
+        if (j < ahead.near_count) detail::simd::prefetch(ahead.near + j * token_stride, ahead.row_bytes);
+        if (j < ahead.far_count) {
+          detail::simd::prefetch_l2(ahead.far_keys + j * token_stride, ahead.row_bytes);
+          detail::simd::prefetch_l2(ahead.far_values + j * token_stride, ahead.row_bytes);
+        }
         Vec value[kChunk];
         for (int c = 0; c < kChunk; ++c) value[c] = detail::simd::load(row + c * L);
         for (int h = 0; h < kHeads; ++h) {
@@ -163,14 +195,15 @@ struct CpuKernel {
     /// in smaller chunks.
     template <int kHeads, int kChunk>
     static void value_block(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
-                            int count, float* const* out_rows, int head_dim, int v) {
+                            int count, float* const* out_rows, int head_dim, int v, Prefetch ahead) {
       const int num_vectors = head_dim / L;
       for (; v + kChunk <= num_vectors; v += kChunk) {
-        value_tile<kHeads, kChunk>(weights, factor, values, token_stride, count, out_rows, v * L);
+        value_tile<kHeads, kChunk>(weights, factor, values, token_stride, count, out_rows, v * L, ahead);
+        ahead = Prefetch{};  // once per block
       }
       if constexpr (kChunk > 1) {
         if (v < num_vectors) {
-          value_block<kHeads, kChunk / 2>(weights, factor, values, token_stride, count, out_rows, head_dim, v);
+          value_block<kHeads, kChunk / 2>(weights, factor, values, token_stride, count, out_rows, head_dim, v, ahead);
         }
       }
     }
@@ -215,8 +248,10 @@ struct CpuKernel {
 
           // 1. scores
           for_head_groups<kMaxGroup>(0, num_heads, [&](auto heads, int h0) {
+            // The first head group also prefetches this block's values.
             score_block<decltype(heads)::value>(query + h0 * head_dim, head_dim, block_keys, segment.token_stride,
-                                                count, args.scale, scores + h0 * kMaxBlockTokens);
+                                                count, args.scale, scores + h0 * kMaxBlockTokens, block_values,
+                                                h0 == 0 ? count : 0);
           });
 
           // 2. online softmax: bias, maximum, rescale, exp-weights
@@ -242,12 +277,23 @@ struct CpuKernel {
             state[h].sum += detail::simd::reduce_add(sum);
           }
 
-          // 3. weighted values
+          // 3. weighted values (prefetching ahead, see Prefetch)
+          Prefetch ahead;
+          ahead.row_bytes = static_cast<std::size_t>(head_dim) * sizeof(T);
+          ahead.near_count = std::min(block_size, segment.length - block - count);
+          if (ahead.near_count > 0) ahead.near = block_keys + count * segment.token_stride;
+          const int far_first = block + kFarBlocks * block_size;
+          if (ahead.row_bytes >= kFarPrefetchMinRowBytes) ahead.far_count = std::min(count, segment.length - far_first);
+          if (ahead.far_count > 0) {
+            ahead.far_keys = keys + far_first * segment.token_stride;
+            ahead.far_values = values + far_first * segment.token_stride;
+          }
           for_head_groups<kMaxGroup>(0, num_heads, [&](auto heads, int h0) {
             constexpr int kHeads = decltype(heads)::value;
             constexpr int kChunk = std::max(1, detail::simd::kAccumulators / kHeads);
             value_block<kHeads, kChunk>(scores + h0 * kMaxBlockTokens, factor + h0, block_values,
-                                        segment.token_stride, count, out_rows + h0, head_dim, 0);
+                                        segment.token_stride, count, out_rows + h0, head_dim, 0,
+                                        h0 == 0 ? ahead : Prefetch{});
           });
         }
       }

@@ -1,0 +1,377 @@
+// Decode attention (one query token, all heads, one layer) vs cache length x
+// shape x storage type x threads, against the roofline bound measured in the
+// same run, an Eigen GEMV/softmax/GEMV baseline and a baseline that re-reads
+// K/V once per query head (the structure of ggml's CPU flash attention).
+//
+// Every benchmark checks its result against a double-precision oracle once
+// before timing (ReferenceKernel itself for small problems) and aborts on a
+// mismatch. Times are wall-clock (UseRealTime), warm cache: the same K/V is
+// attended on every iteration, as a decode step does layer after layer.
+//
+//   attention_bench [--sinkkv_smoke] [Google Benchmark flags]
+// --sinkkv_smoke registers only small sizes (for the CI smoke test).
+#include "bench_support.hpp"
+
+#include <sinkkv/kernels/cpu.hpp>
+#include <sinkkv/kernels/parallel.hpp>
+#include <sinkkv/kernels/reference.hpp>
+
+#include <Eigen/Core>
+
+#include <cstdio>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+// GCC 12.1/12.2 (PR 105593) reports "__Y is used uninitialized" inside the
+// AVX-512 intrinsics Eigen's GEMV inlines into the baseline below.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace {
+
+using namespace sinkkv;
+using bench::AlignedBuffer;
+
+struct Shape {
+  int query_heads;
+  int kv_heads;
+  int head_dim;
+};
+
+std::string shape_name(const Shape& s) {
+  std::ostringstream os;
+  os << s.query_heads << "/" << s.kv_heads << "/" << s.head_dim;
+  return os.str();
+}
+
+/// One layer's cache as SinkKVCache lays it out: [kv_heads][capacity][head_dim]
+/// for keys and for values, 4 sink tokens and a wrapped window ring, i.e.
+/// three segments (sinks; window slots [split, n); window slots [4, split)),
+/// the sinks with their own query frame.
+template <class T>
+struct Problem {
+  using C = compute_t<T>;
+  Shape shape;
+  int length;
+  AlignedBuffer<T> keys, values;
+  std::vector<C> sink_query, window_query;  // [query_heads][head_dim]
+  KVSegment<T> segments[3];
+  AttentionArgs<T> args;
+  std::vector<double> want, want_lse;  // the oracle's output
+
+  Problem(const Shape& s, int n)
+      : shape(s),
+        length(n),
+        keys(static_cast<std::size_t>(s.kv_heads) * n * s.head_dim),
+        values(keys.size) {
+    std::mt19937 rng(1234u + static_cast<unsigned>(n));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (std::size_t i = 0; i < keys.size; ++i) keys.get()[i] = detail::from_double<T>(normal(rng));
+    for (std::size_t i = 0; i < values.size; ++i) values.get()[i] = detail::from_double<T>(normal(rng));
+    sink_query.resize(static_cast<std::size_t>(s.query_heads) * s.head_dim);
+    window_query.resize(sink_query.size());
+    for (auto& q : sink_query) q = static_cast<C>(normal(rng));
+    for (auto& q : window_query) q = static_cast<C>(normal(rng));
+    const int sinks = std::min(4, n);
+    const int window = n - sinks;
+    const int split = sinks + window * 3 / 5;  // ring wrap point
+    const std::ptrdiff_t head_stride = static_cast<std::ptrdiff_t>(n) * s.head_dim;
+    auto make = [&](int first_slot, int count, const C* query, int distance) {
+      KVSegment<T> seg;
+      seg.query = query;
+      seg.keys = keys.get() + static_cast<std::ptrdiff_t>(first_slot) * s.head_dim;
+      seg.values = values.get() + static_cast<std::ptrdiff_t>(first_slot) * s.head_dim;
+      seg.token_stride = s.head_dim;
+      seg.head_stride = head_stride;
+      seg.length = count;
+      seg.query_distance = distance;
+      return seg;
+    };
+    int count = 0;
+    segments[count++] = make(0, sinks, sink_query.data(), n - 1);
+    if (split < n) segments[count++] = make(split, n - split, window_query.data(), n - 1 - sinks);
+    if (split > sinks) segments[count++] = make(sinks, split - sinks, window_query.data(), split - 1 - sinks);
+    args.num_query_heads = s.query_heads;
+    args.num_kv_heads = s.kv_heads;
+    args.head_dim = s.head_dim;
+    args.scale = static_cast<C>(1.0 / std::sqrt(static_cast<double>(s.head_dim)));
+    args.segments = segments;
+    args.num_segments = count;
+    bench::dense_oracle(args, want, want_lse);
+  }
+
+  std::size_t kv_bytes() const { return 2 * keys.size * sizeof(T); }
+  double flops() const { return 4.0 * shape.query_heads * static_cast<double>(length) * shape.head_dim; }
+};
+
+/// The problem of the running benchmark; rebuilt when the size or type
+/// changes (benchmarks are registered grouped by problem), so at most one
+/// large cache is resident.
+template <class T>
+Problem<T>& problem_for(const Shape& s, int n) {
+  static std::unique_ptr<Problem<T>> current;
+  if (!current || current->length != n || current->shape.query_heads != s.query_heads ||
+      current->shape.kv_heads != s.kv_heads || current->shape.head_dim != s.head_dim) {
+    current.reset();
+    current = std::make_unique<Problem<T>>(s, n);
+  }
+  return *current;
+}
+
+// ---- baselines ---------------------------------------------------------------
+
+/// Plain Eigen, per query head: scores = K q (GEMV), softmax, out = V^T p
+/// (GEMV). Each head re-reads its KV head's rows. Half types go through
+/// lazy products of cast expressions (the GEMV kernels need float data).
+struct EigenBaseline {
+  mutable Eigen::VectorXf scores;  // [num_tokens], sized by prepare()
+  void prepare(int num_tokens) { scores.resize(num_tokens); }
+
+  template <class T>
+  void operator()(const AttentionArgs<T>& args, const AttentionOutput<float>& out) const {
+    using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    using Map = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
+    const int dim = args.head_dim;
+    for (int q = 0; q < args.num_query_heads; ++q) {
+      const int kv = args.kv_head_of(q);
+      int offset = 0;
+      for (int s = 0; s < args.num_segments; ++s) {
+        const KVSegment<T>& seg = args.segments[s];
+        const Map keys(seg.keys + kv * seg.head_stride, seg.length, dim, Eigen::OuterStride<>(seg.token_stride));
+        const Eigen::Map<const Eigen::VectorXf> query(seg.query + q * dim, dim);
+        if constexpr (std::is_same_v<T, float>) {
+          scores.segment(offset, seg.length).noalias() = keys * query;
+        } else {
+          scores.segment(offset, seg.length).noalias() = keys.template cast<float>().lazyProduct(query);
+        }
+        offset += seg.length;
+      }
+      scores *= args.scale;
+      const float max_score = scores.maxCoeff();
+      scores = (scores.array() - max_score).exp();
+      const float sum = scores.sum();
+      Eigen::Map<Eigen::VectorXf> row(out.data + q * out.head_stride, dim);
+      row.setZero();
+      offset = 0;
+      for (int s = 0; s < args.num_segments; ++s) {
+        const KVSegment<T>& seg = args.segments[s];
+        const Map values(seg.values + kv * seg.head_stride, seg.length, dim, Eigen::OuterStride<>(seg.token_stride));
+        if constexpr (std::is_same_v<T, float>) {
+          row.noalias() += values.transpose() * scores.segment(offset, seg.length);
+        } else {
+          row.noalias() += values.template cast<float>().transpose().lazyProduct(scores.segment(offset, seg.length));
+        }
+        offset += seg.length;
+      }
+      row /= sum;
+      out.log_sum_exp[q] = max_score + std::log(sum);
+    }
+  }
+};
+
+/// ggml's CPU flash-attention structure (ggml_compute_forward_flash_attn_ext
+/// for one query row): per query head, per cached token, a vector dot
+/// product, a scalar online-softmax update (rescale the accumulator when the
+/// maximum grows) and a vector multiply-add of the value row. Vectorised
+/// with the same SIMD layer as CpuKernel; K/V re-read once per query head.
+struct RereadBaseline {
+  template <class T>
+  void operator()(const AttentionArgs<T>& args, const AttentionOutput<float>& out) const {
+#if SINKKV_BENCH_HAS_SIMD
+    namespace s = detail::simd;
+    constexpr int L = s::kLanes;
+    const int dim = args.head_dim;
+    for (int q = 0; q < args.num_query_heads; ++q) {
+      const int kv = args.kv_head_of(q);
+      float* acc = out.data + q * out.head_stride;
+      std::fill(acc, acc + dim, 0.0f);
+      float max_score = -HUGE_VALF, sum = 0;
+      for (int g = 0; g < args.num_segments; ++g) {
+        const KVSegment<T>& seg = args.segments[g];
+        const float* query = seg.query + q * dim;
+        for (int j = 0; j < seg.length; ++j) {
+          const T* key = seg.keys + kv * seg.head_stride + j * seg.token_stride;
+          s::Vec dot = s::zero();
+          for (int d = 0; d < dim; d += L) dot = s::fma(s::load(query + d), s::load(key + d), dot);
+          const float score = args.scale * s::reduce_add(dot);
+          float ms = 1, vs = 1;
+          if (score > max_score) {
+            ms = std::exp(max_score - score);
+            max_score = score;
+            const s::Vec m = s::broadcast(ms);
+            for (int d = 0; d < dim; d += L) s::store(acc + d, s::mul(m, s::load(acc + d)));
+          } else {
+            vs = std::exp(score - max_score);
+          }
+          const T* value = seg.values + kv * seg.head_stride + j * seg.token_stride;
+          const s::Vec w = s::broadcast(vs);
+          for (int d = 0; d < dim; d += L) s::store(acc + d, s::fma(w, s::load(value + d), s::load(acc + d)));
+          sum = sum * ms + vs;
+        }
+      }
+      const float inverse = 1.0f / sum;
+      for (int d = 0; d < dim; ++d) acc[d] *= inverse;
+      out.log_sum_exp[q] = max_score + std::log(sum);
+    }
+#else
+    ReferenceKernel{}(args, out);
+#endif
+  }
+};
+
+// ---- the benchmark -------------------------------------------------------------
+
+enum class Kernel { kCpu, kEigen, kReread };
+const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::kCpu: return "cpu";
+    case Kernel::kEigen: return "eigen_gemv";
+    case Kernel::kReread: return "reread_per_head";
+  }
+  return "?";
+}
+
+template <class T>
+void check(const Problem<T>& p, const float* out, const float* lse, const char* what) {
+  // Float arithmetic on the same stored K/V: 1e-4 leaves room for 65,536-term
+  // sums in float (the test suite holds CpuKernel to 2e-5 on <= 3,000).
+  const double worst = bench::worst_error(out, p.shape.head_dim, lse, p.want, p.want_lse, p.shape.query_heads,
+                                          p.shape.head_dim, 1e-4);
+  if (!(worst <= 1.0)) {
+    std::fprintf(stderr, "%s: result differs from the oracle (worst error %.3g x tolerance) for %s n=%d\n", what,
+                 worst, shape_name(p.shape).c_str(), p.length);
+    std::abort();
+  }
+}
+
+template <class T>
+void attention_benchmark(benchmark::State& state, Shape shape, int length, Kernel which, int threads) {
+  Problem<T>& p = problem_for<T>(shape, length);
+  std::vector<float> out(static_cast<std::size_t>(shape.query_heads) * shape.head_dim);
+  std::vector<float> lse(static_cast<std::size_t>(shape.query_heads));
+  const AttentionOutput<float> result{out.data(), shape.head_dim, lse.data()};
+
+  static ThreadPool pool(1);  // caller + 1 worker: the 2 cores of the machine
+  ParallelCpuKernel parallel(threads > 1 ? &pool : nullptr, shape.query_heads, shape.head_dim);
+  EigenBaseline eigen;
+  eigen.prepare(p.args.num_tokens());
+  auto run = [&] {
+    switch (which) {
+      case Kernel::kCpu:
+        if (threads > 1) {
+          parallel(p.args, result);
+        } else {
+          CpuKernel{}(p.args, result);
+        }
+        break;
+      case Kernel::kEigen: eigen(p.args, result); break;
+      case Kernel::kReread: RereadBaseline{}(p.args, result); break;
+    }
+  };
+  run();
+  check(p, out.data(), lse.data(), kernel_name(which));
+
+  const double bandwidth = bench::read_bandwidth(p.kv_bytes());
+  const double bound = std::max(static_cast<double>(p.kv_bytes()) / bandwidth, p.flops() / bench::fma_peak());
+  for (auto _ : state) {
+    run();
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(p.kv_bytes()));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * length);  // cached tokens attended
+  // roofline = bound time / measured time (1.0 = at the bound; single-thread bound)
+  state.counters["roofline"] = benchmark::Counter(bound, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bound_us"] = bound * 1e6;
+  state.counters["probe_GBps"] = bandwidth * 1e-9;
+  state.counters["threads"] = threads > 1 ? parallel.threads_for(length) : 1;
+}
+
+void probe_bandwidth(benchmark::State& state) {
+  const std::size_t bytes = static_cast<std::size_t>(state.range(0));
+  const std::size_t n = bytes / sizeof(float);
+  AlignedBuffer<float> buffer(n);
+  for (std::size_t i = 0; i < n; ++i) buffer.get()[i] = 1e-3f;
+  for (auto _ : state) benchmark::DoNotOptimize(bench::sum_floats(buffer.get(), n));
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(bytes));
+  state.counters["best_GBps"] = bench::read_bandwidth(bytes) * 1e-9;
+}
+
+void probe_fma(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(bench::fma_peak());
+  state.counters["GFLOPs"] = bench::fma_peak() * 1e-9;
+}
+
+/// ReferenceKernel vs the bench oracle on a small problem: the oracle the
+/// benchmarks trust is itself checked.
+void check_oracle() {
+  Problem<float> p({8, 2, 32}, 300);
+  std::vector<float> out(8 * 32), lse(8);
+  ReferenceKernel{}(p.args, AttentionOutput<float>{out.data(), 32, lse.data()});
+  if (bench::worst_error(out.data(), 32, lse.data(), p.want, p.want_lse, 8, 32, 1e-5) > 1.0) {
+    std::fprintf(stderr, "bench oracle disagrees with ReferenceKernel\n");
+    std::abort();
+  }
+}
+
+template <class T>
+const char* type_name() {
+  return detail::ElementTraits<T>::kName;
+}
+
+template <class T>
+void register_type(const std::vector<Shape>& shapes, const std::vector<int>& lengths) {
+  for (const Shape& shape : shapes) {
+    for (int length : lengths) {
+      auto add = [&](Kernel which, int threads) {
+        std::ostringstream name;
+        name << "attention/" << kernel_name(which) << "/" << type_name<T>() << "/" << shape_name(shape)
+             << "/len:" << length << "/threads:" << threads;
+        auto* b = benchmark::RegisterBenchmark(name.str().c_str(), attention_benchmark<T>, shape, length, which,
+                                               threads);
+        b->UseRealTime()->Unit(benchmark::kMicrosecond);
+        bench::add_best_of_n(b);
+      };
+      add(Kernel::kCpu, 1);
+      add(Kernel::kCpu, 2);
+      add(Kernel::kEigen, 1);
+      add(Kernel::kReread, 1);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool smoke = bench::take_smoke_flag(argc, argv);
+  check_oracle();
+  const std::vector<Shape> shapes = {{32, 8, 128}, {8, 8, 64}, {64, 8, 128}};
+  const std::vector<int> lengths =
+      smoke ? std::vector<int>{256, 2048} : std::vector<int>{256, 1024, 4096, 16384, 65536};
+
+  benchmark::RegisterBenchmark("probe/fma_peak", probe_fma)->Iterations(1);
+  for (const Shape& shape : shapes) {
+    for (int length : lengths) {
+      for (std::size_t element : {std::size_t{4}, std::size_t{2}}) {
+        const std::int64_t bytes = 2LL * shape.kv_heads * length * shape.head_dim * static_cast<std::int64_t>(element);
+        if (shape.query_heads == 64) continue;  // same K/V sizes as 32/8/128
+        benchmark::RegisterBenchmark("probe/read_bandwidth", probe_bandwidth)->Arg(bytes)->UseRealTime();
+      }
+    }
+  }
+  register_type<float>(shapes, lengths);
+  register_type<Eigen::half>(shapes, lengths);
+  register_type<Eigen::bfloat16>(shapes, lengths);
+
+  benchmark::AddCustomContext("sinkkv_vector_path", detail::simd::kIsa);
+  benchmark::AddCustomContext("sinkkv_parallel_threads", "2 (caller + 1 pool worker)");
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

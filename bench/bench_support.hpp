@@ -1,0 +1,231 @@
+// Benchmark support: machine probes (read bandwidth per working-set size,
+// FMA peak), a fast double-precision attention oracle, result checks, and
+// the statistics every benchmark reports (median plus best-of-N).
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <sinkkv/attention.hpp>
+#include <sinkkv/detail/element.hpp>
+#include <sinkkv/detail/simd.hpp>
+#include <sinkkv/kernels/reference.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+// The same condition as detail/simd.hpp's kAvailable, usable in #if.
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)) || defined(__SSE2__) || defined(_M_X64)
+#define SINKKV_BENCH_HAS_SIMD 1
+#else
+#define SINKKV_BENCH_HAS_SIMD 0
+#endif
+
+namespace sinkkv::bench {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+/// 64-byte aligned, zero-initialised buffer (no value-initialisation cost
+/// hidden in timing: filled once by the caller).
+template <class T>
+struct AlignedBuffer {
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> data;
+  std::size_t size = 0;
+  explicit AlignedBuffer(std::size_t n) : size(n) {
+    const std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    data.reset(static_cast<T*>(std::aligned_alloc(64, bytes == 0 ? 64 : bytes)));
+    if (!data) {
+      std::fprintf(stderr, "out of memory allocating %zu bytes\n", bytes);
+      std::abort();
+    }
+    std::memset(static_cast<void*>(data.get()), 0, bytes);
+  }
+  T* get() const { return data.get(); }
+};
+
+/// One pass summing `n` floats with 8 independent vector accumulators: the
+/// fastest read loop we can write, i.e. the read bandwidth a kernel could
+/// hope for.
+inline float sum_floats(const float* p, std::size_t n) {
+#if SINKKV_BENCH_HAS_SIMD
+  namespace s = sinkkv::detail::simd;
+  constexpr std::size_t L = s::kLanes;
+  s::Vec acc[8];
+  for (auto& a : acc) a = s::zero();
+  std::size_t i = 0;
+  for (; i + 8 * L <= n; i += 8 * L) {
+    for (std::size_t k = 0; k < 8; ++k) acc[k] = s::add(acc[k], s::load(p + i + k * L));
+  }
+  for (int k = 1; k < 8; ++k) acc[0] = s::add(acc[0], acc[k]);
+  float total = s::reduce_add(acc[0]);
+#else
+  float total = 0;
+  std::size_t i = 0;
+#endif
+  for (; i < n; ++i) total += p[i];
+  return total;
+}
+
+/// Sustained read bandwidth (bytes/s) for a working set of `bytes`, warm:
+/// the best of 7 timings of repeated passes over one buffer (each timing at
+/// least 20 ms). Cached per size: measured once per process.
+inline double read_bandwidth(std::size_t bytes) {
+  static std::map<std::size_t, double> cache;
+  const auto it = cache.find(bytes);
+  if (it != cache.end()) return it->second;
+  const std::size_t n = std::max<std::size_t>(bytes / sizeof(float), 1024);
+  AlignedBuffer<float> buffer(n);
+  for (std::size_t i = 0; i < n; ++i) buffer.get()[i] = static_cast<float>(i & 1023) * 1e-3f;
+  float sink = sum_floats(buffer.get(), n);  // warm-up
+  double best = 0;
+  for (int trial = 0; trial < 7; ++trial) {
+    const auto start = Clock::now();
+    std::size_t passes = 0;
+    double elapsed = 0;
+    do {
+      sink += sum_floats(buffer.get(), n);
+      ++passes;
+      elapsed = seconds_since(start);
+    } while (elapsed < 0.02);
+    best = std::max(best, static_cast<double>(passes * n * sizeof(float)) / elapsed);
+  }
+  benchmark::DoNotOptimize(sink);
+  cache[bytes] = best;
+  return best;
+}
+
+/// Peak float FMA rate (flops/s, 2 per lane per FMA) of one core at the
+/// vector width this binary was built for: 12 independent accumulator
+/// chains, best of 7 timings.
+inline double fma_peak() {
+  static double cached = 0;
+  if (cached > 0) return cached;
+#if SINKKV_BENCH_HAS_SIMD
+  namespace s = sinkkv::detail::simd;
+  constexpr int kChains = 12;
+  double best = 0;
+  for (int trial = 0; trial < 7; ++trial) {
+    s::Vec acc[kChains];
+    for (int c = 0; c < kChains; ++c) acc[c] = s::broadcast(1.0f + 1e-3f * static_cast<float>(c));
+    const s::Vec a = s::broadcast(0.999999f), b = s::broadcast(1e-7f);
+    const auto start = Clock::now();
+    long iterations = 0;
+    double elapsed = 0;
+    do {
+      for (int rep = 0; rep < 1000; ++rep) {
+        for (int c = 0; c < kChains; ++c) acc[c] = s::fma(acc[c], a, b);
+      }
+      iterations += 1000;
+      elapsed = seconds_since(start);
+    } while (elapsed < 0.02);
+    for (int c = 1; c < kChains; ++c) acc[0] = s::add(acc[0], acc[c]);
+    float out = s::reduce_add(acc[0]);
+    benchmark::DoNotOptimize(out);
+    best = std::max(best, static_cast<double>(iterations) * kChains * 2 * s::kLanes / elapsed);
+  }
+  cached = best;
+#else
+  cached = 1e9;
+#endif
+  return cached;
+}
+
+/// Dense softmax attention in double, three passes with the scores kept:
+/// O(heads * tokens * head_dim), so it can check 65,536-token problems that
+/// ReferenceKernel (O(... * head_dim^2) by design) would take minutes on.
+/// Checked against ReferenceKernel on small problems at startup.
+template <class T>
+void dense_oracle(const AttentionArgs<T>& args, std::vector<double>& out, std::vector<double>& lse) {
+  const int total = args.num_tokens();
+  out.assign(static_cast<std::size_t>(args.num_query_heads) * args.head_dim, 0.0);
+  lse.assign(static_cast<std::size_t>(args.num_query_heads), 0.0);
+  std::vector<double> scores(static_cast<std::size_t>(total));
+  for (int q = 0; q < args.num_query_heads; ++q) {
+    const int kv = args.kv_head_of(q);
+    int index = 0;
+    for (int s = 0; s < args.num_segments; ++s) {
+      const KVSegment<T>& seg = args.segments[s];
+      for (int j = 0; j < seg.length; ++j) {
+        const T* key = seg.keys + kv * seg.head_stride + j * seg.token_stride;
+        double dot = 0;
+        for (int d = 0; d < args.head_dim; ++d) {
+          dot += detail::to_double(seg.query[q * args.head_dim + d]) * detail::to_double(key[d]);
+        }
+        double score = detail::to_double(args.scale) * dot;
+        if (args.alibi_slopes != nullptr) {
+          score -= detail::to_double(args.alibi_slopes[q]) * static_cast<double>(seg.query_distance - j);
+        }
+        scores[static_cast<std::size_t>(index++)] = score;
+      }
+    }
+    const double max_score = *std::max_element(scores.begin(), scores.end());
+    double sum = 0;
+    for (double& s : scores) sum += (s = std::exp(s - max_score));
+    index = 0;
+    double* row = out.data() + static_cast<std::size_t>(q) * args.head_dim;
+    for (int s = 0; s < args.num_segments; ++s) {
+      const KVSegment<T>& seg = args.segments[s];
+      for (int j = 0; j < seg.length; ++j) {
+        const T* value = seg.values + kv * seg.head_stride + j * seg.token_stride;
+        const double w = scores[static_cast<std::size_t>(index++)] / sum;
+        for (int d = 0; d < args.head_dim; ++d) row[d] += w * detail::to_double(value[d]);
+      }
+    }
+    lse[static_cast<std::size_t>(q)] = max_score + std::log(sum);
+  }
+}
+
+/// Largest |got - want| / (atol + rtol |want|); <= 1 passes.
+template <class C>
+double worst_error(const C* got, std::ptrdiff_t head_stride, const C* got_lse, const std::vector<double>& want,
+                   const std::vector<double>& want_lse, int heads, int head_dim, double tolerance) {
+  double worst = 0;
+  for (int h = 0; h < heads; ++h) {
+    for (int d = 0; d < head_dim; ++d) {
+      const double w = want[static_cast<std::size_t>(h) * head_dim + d];
+      const double g = static_cast<double>(got[h * head_stride + d]);
+      worst = std::max(worst, std::abs(g - w) / (tolerance + tolerance * std::abs(w)));
+    }
+    const double w = want_lse[static_cast<std::size_t>(h)];
+    worst = std::max(worst, std::abs(static_cast<double>(got_lse[h]) - w) / (tolerance + tolerance * std::abs(w)));
+  }
+  return worst;
+}
+
+/// Median (Google Benchmark's) plus best-of-N: "min" of times, "max" of
+/// rates and roofline fractions, every benchmark reports both.
+inline void add_best_of_n(benchmark::internal::Benchmark* b) {
+  b->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
+  b->ComputeStatistics("max", [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); });
+}
+
+/// Removes `--sinkkv_smoke` from argv; true if it was there.
+inline bool take_smoke_flag(int& argc, char** argv) {
+  bool found = false;
+  int out = 0;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--sinkkv_smoke") == 0) {
+      found = true;
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  argc = out;
+  return found;
+}
+
+}  // namespace sinkkv::bench

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Turns the JSON of attention_bench and cache_bench (run with
+--benchmark_repetitions=N --benchmark_format=json) into the Markdown tables of
+docs/performance.md. Medians are Google Benchmark's; "best" is the fastest of
+the N repetitions (the "min"/"max" statistics every benchmark registers).
+
+    python3 bench/report.py attention.json cache.json > tables.md
+"""
+import json
+import re
+import sys
+from collections import defaultdict
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def aggregates(data):
+    """{run_name: {aggregate_name: entry}}"""
+    out = defaultdict(dict)
+    for b in data["benchmarks"]:
+        if b.get("run_type") == "aggregate":
+            out[b["run_name"]][b["aggregate_name"]] = b
+    return out
+
+
+NAME = re.compile(r"attention/(?P<kernel>[^/]+)/(?P<type>[^/]+)/(?P<shape>\d+/\d+/\d+)/len:(?P<len>\d+)/threads:(?P<threads>\d+)")
+
+
+def attention_tables(data):
+    agg = aggregates(data)
+    rows = {}
+    for run, stats in agg.items():
+        m = NAME.match(run)
+        if not m or "median" not in stats:
+            continue
+        key = (m["type"], m["shape"], int(m["len"]))
+        rows.setdefault(key, {})[(m["kernel"], int(m["threads"]))] = stats
+    out = []
+    types = ["float", "half", "bfloat16"]
+    shapes = ["32/8/128", "8/8/64", "64/8/128"]
+    for t in types:
+        out.append(f"\n#### {t} K/V\n")
+        out.append("| shape (q/kv/dim) | tokens | K+V MiB | probe GB/s | bound µs | CpuKernel µs (median) | GB/s | **roofline median** | roofline best | Eigen µs | × vs Eigen | re-read µs | × vs re-read | 2 threads µs median / best | × 2 vs 1 thread |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for shape in shapes:
+            for length in sorted({k[2] for k in rows if k[0] == t and k[1] == shape}):
+                r = rows[(t, shape, length)]
+                cpu = r.get(("cpu", 1))
+                if cpu is None:
+                    continue
+                med = cpu["median"]
+                best = cpu["max"]  # max of roofline = best repetition
+                time = med["real_time"]
+                mib = med["bytes_per_second"] * time * 1e-6 / 2**20
+                eig = r.get(("eigen_gemv", 1))
+                rer = r.get(("reread_per_head", 1))
+                two = r.get(("cpu", 2))
+                def t_of(x, agg="median"):
+                    return x[agg]["real_time"] if x else float("nan")
+                out.append(
+                    f"| {shape} | {length} | {mib:.1f} | {med['probe_GBps']:.1f} | {med['bound_us']:.1f} | "
+                    f"{time:.1f} | {med['bytes_per_second']/1e9:.1f} | **{med['roofline']:.2f}** | {best['roofline']:.2f} | "
+                    f"{t_of(eig):.1f} | {t_of(eig)/time:.1f} | {t_of(rer):.1f} | {t_of(rer)/time:.1f} | "
+                    f"{t_of(two):.1f} / {t_of(two, 'min'):.1f} | {time/t_of(two):.2f} |")
+    return "\n".join(out)
+
+
+def cache_tables(data):
+    agg = aggregates(data)
+    per = defaultdict(dict)
+    fits = {}
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name") in ("BigO", "RMS"):
+            fits.setdefault(b["run_name"].split("/real_time")[0].rsplit("/", 0)[0], {})[b["aggregate_name"]] = b
+    for run, stats in agg.items():
+        m = re.match(r"append_evict/(?P<impl>[^/]+)/(?P<type>[^/]+)/(?P<window>\d+)/real_time", run)
+        if m and "median" in stats:
+            per[(m["type"], int(m["window"]))][m["impl"]] = stats
+    out = ["| K/V type | window | SinkKVCache ns/token median (best) | re-rotate window ns/token median (best) | × cheaper |",
+           "|---|---:|---:|---:|---:|"]
+    for (t, w) in sorted(per, key=lambda k: (["float", "half", "bfloat16"].index(k[0]), k[1])):
+        s = per[(t, w)].get("sinkkv")
+        r = per[(t, w)].get("rerotate_window")
+        if not s or not r:
+            continue
+        sm, sb = s["median"]["real_time"], s["min"]["real_time"]
+        rm, rb = r["median"]["real_time"], r["min"]["real_time"]
+        out.append(f"| {t} | {w} | {sm:.0f} ({sb:.0f}) | {rm:.0f} ({rb:.0f}) | {rm/sm:.0f} |")
+    out.append("")
+    out.append("Complexity fits (Google Benchmark, real time):\n")
+    out.append("| benchmark | fit | RMS |")
+    out.append("|---|---|---|")
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name") == "BigO" or b["name"].endswith("_BigO"):
+            name = b["name"].replace("_BigO", "")
+            rms = next((x for x in data["benchmarks"] if x["name"] == name + "_RMS"), None)
+            coef = b.get("real_coefficient", float("nan"))
+            big_o = b.get("big_o", "?")
+            unit = b.get("time_unit", "ns")
+            out.append(f"| {name} | {coef:.4g} {unit} × {big_o} | {rms['rms']*100 if rms else float('nan'):.0f} % |")
+    return "\n".join(out)
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__)
+        return 1
+    for path in sys.argv[1:]:
+        data = load(path)
+        names = " ".join(b["name"] for b in data["benchmarks"])
+        ctx = data["context"]
+        print(f"<!-- {path}: {ctx.get('date')} host {ctx.get('host_name')}, {ctx.get('num_cpus')} CPUs @ {ctx.get('mhz_per_cpu')} MHz, "
+              f"vector path {ctx.get('sinkkv_vector_path', '?')} -->")
+        if "attention/" in names:
+            print(attention_tables(data))
+        if "append_evict" in names:
+            print(cache_tables(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

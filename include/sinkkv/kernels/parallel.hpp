@@ -1,0 +1,269 @@
+// sinkkv: multi-threaded decode attention (flash-decoding split of the
+// cached tokens, merged by log-sum-exp) and the small thread pool it runs on.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
+#include "../attention.hpp"
+#include "../error.hpp"
+#include "cpu.hpp"
+
+namespace sinkkv {
+
+namespace detail {
+inline void spin_pause() {
+#if defined(__SSE2__) || defined(_M_X64)
+  _mm_pause();
+#endif
+}
+}  // namespace detail
+
+/// A fixed set of worker threads that run index-parallel tasks with the
+/// calling thread. Threads are created by the constructor and joined by the
+/// destructor; run() creates no thread and allocates nothing.
+///
+/// Workers spin briefly after a task (so back-to-back calls, e.g. one per
+/// layer, do not pay a wake-up), then sleep on a condition variable: an idle
+/// pool costs no CPU. One run() at a time per pool (calls from several
+/// threads are serialised by the caller, not by the pool).
+class ThreadPool {
+ public:
+  /// `num_workers` threads besides the caller (>= 0; 0 runs everything on
+  /// the caller). Throws sinkkv::Error for a negative count.
+  explicit ThreadPool(int num_workers) {
+    SINKKV_CHECK(num_workers >= 0, "ThreadPool: num_workers " << num_workers << " must be >= 0");
+    workers_.reserve(static_cast<std::size_t>(num_workers));
+    for (int i = 0; i < num_workers; ++i) workers_.emplace_back([this] { work(); });
+  }
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+
+  int num_workers() const { return static_cast<int>(workers_.size()); }
+  /// Threads that run tasks: the workers and the caller.
+  int num_threads() const { return num_workers() + 1; }
+
+  /// Calls task(i) once for every i in [0, count), on the workers and the
+  /// calling thread, and returns when all have finished. `task` must not
+  /// throw. No allocation.
+  template <class Task>
+  void run(int count, Task& task) {
+    if (count <= 0) return;
+    if (workers_.empty() || count == 1) {
+      for (int i = 0; i < count; ++i) task(i);
+      return;
+    }
+    std::uint64_t generation;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      generation = ++generation_;
+      call_ = &invoke<Task>;
+      context_ = &task;
+      count_ = count;
+      done_.store(0, std::memory_order_relaxed);
+      ticket_.store(generation << 32, std::memory_order_release);
+      published_.store(generation, std::memory_order_release);
+    }
+    wake_.notify_all();
+    int finished = drain(generation, &invoke<Task>, &task, count);
+    if (finished > 0) done_.fetch_add(finished, std::memory_order_acq_rel);
+    for (int spins = 0; done_.load(std::memory_order_acquire) != count; ++spins) {
+      if (spins < 4096) {
+        detail::spin_pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  using Call = void (*)(void*, int);
+  template <class Task>
+  static void invoke(void* task, int index) {
+    (*static_cast<Task*>(task))(index);
+  }
+
+  // Claims and runs tasks of `generation` until none is left; returns how
+  // many it ran. A claim is a CAS on (generation << 32 | next index), so a
+  // thread holding an older generation's task pointer can never claim a
+  // newer generation's index.
+  int drain(std::uint64_t generation, Call call, void* context, int count) {
+    int ran = 0;
+    std::uint64_t ticket = ticket_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((ticket >> 32) != generation || static_cast<int>(ticket & 0xFFFFFFFFu) >= count) return ran;
+      if (ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel)) {
+        call(context, static_cast<int>(ticket & 0xFFFFFFFFu));
+        ++ran;
+        ticket = ticket_.load(std::memory_order_acquire);
+      }
+    }
+  }
+
+  void work() {
+    std::uint64_t seen = 0;
+    for (;;) {
+      // Spin a little for the next generation before sleeping.
+      for (int spins = 0; spins < 2048 && published_.load(std::memory_order_acquire) == seen; ++spins) {
+        detail::spin_pause();
+      }
+      Call call;
+      void* context;
+      int count;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        call = call_;
+        context = context_;
+        count = count_;
+      }
+      const int ran = drain(seen, call, context, count);
+      if (ran > 0) done_.fetch_add(ran, std::memory_order_acq_rel);
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;                // guarded by mutex_
+  std::uint64_t generation_ = 0;     // guarded by mutex_
+  Call call_ = nullptr;              // guarded by mutex_
+  void* context_ = nullptr;          // guarded by mutex_
+  int count_ = 0;                    // guarded by mutex_
+  std::atomic<std::uint64_t> published_{0};  // generation_, readable without the lock
+  std::atomic<std::uint64_t> ticket_{0};     // (generation << 32) | next unclaimed index
+  std::atomic<int> done_{0};                 // tasks of the current generation finished
+  std::vector<std::thread> workers_;
+};
+
+/// Decode attention split across threads, flash-decoding style: the cached
+/// tokens (all segments, in order) are cut into one contiguous range per
+/// thread, each range runs CpuKernel into its own partial output, and the
+/// partials are merged exactly by log-sum-exp (merge_partial).
+///
+/// The pool is the caller's (nullptr: single-threaded). Scratch for the
+/// partial outputs is allocated by the constructor for up to
+/// `max_query_heads` x `max_head_dim`; a call never creates a thread and
+/// never allocates. Calls that would gain nothing (fewer than
+/// 2 * kMinTokensPerThread tokens), exceed the scratch, or have more than
+/// kMaxSegments segments run single-threaded on the caller: same result,
+/// no error. One call at a time per object (the scratch is shared).
+///
+/// Cost: as CpuKernel, divided over the threads, plus
+/// O(threads * heads * head_dim) for the merge.
+class ParallelCpuKernel {
+ public:
+  /// Fewer tokens per thread than this run on the caller alone: waking a
+  /// sleeping worker (a futex call) and merging cost microseconds, while
+  /// 1,024 tokens of even a small shape (8 KV heads x 64 dims, float) are
+  /// about 4 MiB to read, tens of microseconds of work per thread.
+  static constexpr int kMinTokensPerThread = 1024;
+  static constexpr int kMaxSegments = 8;
+  static constexpr int kMaxThreads = 16;
+
+  ParallelCpuKernel(ThreadPool* pool, int max_query_heads, int max_head_dim)
+      : pool_(pool), max_query_heads_(max_query_heads), max_head_dim_(max_head_dim) {
+    SINKKV_CHECK(max_query_heads >= 1 && max_head_dim >= 1,
+                 "ParallelCpuKernel: max_query_heads " << max_query_heads << " and max_head_dim " << max_head_dim
+                                                      << " must be >= 1");
+    const int partials = std::min(pool == nullptr ? 1 : pool->num_threads(), kMaxThreads) - 1;
+    const std::size_t rows = static_cast<std::size_t>(partials) * static_cast<std::size_t>(max_query_heads);
+    // Float and double scratch: the compute type is only known per call.
+    float_scratch_.reset(new float[rows * static_cast<std::size_t>(max_head_dim + 1) + 1]);
+    double_scratch_.reset(new double[rows * static_cast<std::size_t>(max_head_dim + 1) + 1]);
+    max_partials_ = partials;
+  }
+
+  /// Threads a call with `num_tokens` tokens would use.
+  int threads_for(int num_tokens) const {
+    const int by_size = num_tokens / kMinTokensPerThread;
+    return std::max(1, std::min(max_partials_ + 1, by_size));
+  }
+
+  template <class T>
+  void operator()(const AttentionArgs<T>& args, const AttentionOutput<compute_t<T>>& out) const {
+    using C = compute_t<T>;
+    const int total = args.num_tokens();
+    const int threads = threads_for(total);
+    if (threads < 2 || args.num_segments > kMaxSegments || args.num_query_heads > max_query_heads_ ||
+        args.head_dim > max_head_dim_) {
+      CpuKernel{}(args, out);
+      return;
+    }
+    C* scratch = scratch_for<C>();
+    const std::ptrdiff_t rows = max_query_heads_;
+    KVSegment<T> segments[kMaxThreads][kMaxSegments];
+    AttentionArgs<T> part_args[kMaxThreads];
+    AttentionOutput<C> part_out[kMaxThreads];
+    for (int p = 0; p < threads; ++p) {
+      const int begin = static_cast<int>(static_cast<std::int64_t>(total) * p / threads);
+      const int end = static_cast<int>(static_cast<std::int64_t>(total) * (p + 1) / threads);
+      int count = 0;
+      int first = 0;  // token index where segment s starts
+      for (int s = 0; s < args.num_segments; ++s) {
+        const KVSegment<T>& segment = args.segments[s];
+        const int lo = std::max(begin, first);
+        const int hi = std::min(end, first + segment.length);
+        if (lo < hi) segments[p][count++] = segment.slice(lo - first, hi - lo);
+        first += segment.length;
+      }
+      part_args[p] = args;
+      part_args[p].segments = segments[p];
+      part_args[p].num_segments = count;
+      if (p == 0) {
+        part_out[p] = out;
+      } else {
+        C* base = scratch + (p - 1) * rows * (max_head_dim_ + 1);
+        part_out[p] = AttentionOutput<C>{base, args.head_dim, base + rows * max_head_dim_};
+      }
+    }
+    auto task = [&](int p) { CpuKernel{}(part_args[p], part_out[p]); };
+    if (pool_ != nullptr) {
+      pool_->run(threads, task);
+    } else {
+      for (int p = 0; p < threads; ++p) task(p);
+    }
+    for (int p = 1; p < threads; ++p) merge_partial(args.num_query_heads, args.head_dim, out, part_out[p]);
+  }
+
+ private:
+  template <class C>
+  C* scratch_for() const {
+    if constexpr (std::is_same_v<C, double>) {
+      return double_scratch_.get();
+    } else {
+      return float_scratch_.get();
+    }
+  }
+
+  ThreadPool* pool_;
+  int max_query_heads_;
+  int max_head_dim_;
+  int max_partials_ = 0;
+  // [threads - 1][max_query_heads * max_head_dim outputs, then max_query_heads log-sum-exps]
+  std::unique_ptr<float[]> float_scratch_;
+  std::unique_ptr<double[]> double_scratch_;
+};
+
+}  // namespace sinkkv

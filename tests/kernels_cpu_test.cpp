@@ -1,0 +1,208 @@
+// Tests for kernels/cpu.hpp: CpuKernel against ReferenceKernel (the double-
+// precision oracle) over awkward shapes, segment splits, ALiBi and every
+// storage type; and that it never allocates.
+//
+// Build this file with different flags to test each vector path: the ISA it
+// ran with is printed (detail::simd::kIsa), e.g. -march=native (AVX-512),
+// -mavx2 -mfma -mf16c, and no flags (SSE2).
+#include <sinkkv/kernels/cpu.hpp>
+#include <sinkkv/kernels/reference.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+// ---- allocation counting (for "zero allocations per call") ----------------
+namespace {
+std::atomic<long> g_allocations{0};
+}  // namespace
+
+// Out of line, so that GCC does not pair the inlined malloc/free with new/delete
+// (-Wmismatched-new-delete).
+[[gnu::noinline]] void* operator new(std::size_t size) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+enum class Storage { kFloat, kHalf, kBfloat16, kDouble };
+
+struct Case {
+  Storage storage;
+  int query_heads;
+  int kv_heads;
+  int head_dim;
+  std::vector<int> segment_lengths;
+  bool alibi;
+};
+
+std::string storage_name(Storage s) {
+  switch (s) {
+    case Storage::kFloat: return "float";
+    case Storage::kHalf: return "half";
+    case Storage::kBfloat16: return "bfloat16";
+    case Storage::kDouble: return "double";
+  }
+  return "?";
+}
+
+std::string describe(const Case& c) {
+  std::ostringstream os;
+  os << storage_name(c.storage) << " q" << c.query_heads << " kv" << c.kv_heads << " d" << c.head_dim << " segs";
+  for (int n : c.segment_lengths) os << "_" << n;
+  os << (c.alibi ? " alibi" : "");
+  return os.str();
+}
+
+/// Per-type bound on |cpu - reference| <= atol + rtol * |reference|. Both see
+/// the same stored (rounded) K/V, so only the kernel's float arithmetic
+/// differs: scores of magnitude up to ~|q||k| ~ sqrt(d) accumulate d
+/// products (error ~ d * 2^-24 * that), which moves the weights relatively
+/// by as much; outputs are O(1). 2e-5 holds with margin up to d = 128.
+constexpr double kAbsolute = 2e-5;
+constexpr double kRelative = 2e-5;
+
+template <class T>
+void run_case(const Case& c, unsigned seed) {
+  using C = sinkkv::compute_t<T>;
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+  int total = 0;
+  for (int n : c.segment_lengths) total += n;
+  const int capacity = total + 5;  // a gap between heads, as in a cache with free slots
+  // [kv_heads][capacity][head_dim]
+  std::vector<T> keys(static_cast<std::size_t>(c.kv_heads) * capacity * c.head_dim);
+  std::vector<T> values(keys.size());
+  for (auto& k : keys) k = sinkkv::detail::from_double<T>(2.0 * uniform(rng));
+  for (auto& v : values) v = sinkkv::detail::from_double<T>(uniform(rng));
+  const int num_segments = static_cast<int>(c.segment_lengths.size());
+  // [num_segments][query_heads][head_dim]: each segment its own rotated query.
+  std::vector<C> queries(static_cast<std::size_t>(num_segments) * c.query_heads * c.head_dim);
+  for (auto& q : queries) q = static_cast<C>(2.0 * uniform(rng));
+  std::vector<C> slopes(static_cast<std::size_t>(c.query_heads));
+  for (int h = 0; h < c.query_heads; ++h) slopes[h] = static_cast<C>(std::pow(2.0, -(h % 8 + 1)));
+
+  std::vector<sinkkv::KVSegment<T>> segments(static_cast<std::size_t>(num_segments));
+  int first = 0;
+  for (int s = 0; s < num_segments; ++s) {
+    auto& seg = segments[s];
+    seg.query = queries.data() + static_cast<std::size_t>(s) * c.query_heads * c.head_dim;
+    seg.keys = keys.data() + static_cast<std::size_t>(first) * c.head_dim;
+    seg.values = values.data() + static_cast<std::size_t>(first) * c.head_dim;
+    seg.token_stride = c.head_dim;
+    seg.head_stride = static_cast<std::ptrdiff_t>(capacity) * c.head_dim;
+    seg.length = c.segment_lengths[s];
+    seg.query_distance = total - 1 - first;
+    first += c.segment_lengths[s];
+  }
+  sinkkv::AttentionArgs<T> args;
+  args.num_query_heads = c.query_heads;
+  args.num_kv_heads = c.kv_heads;
+  args.head_dim = c.head_dim;
+  args.scale = static_cast<C>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  args.alibi_slopes = c.alibi ? slopes.data() : nullptr;
+  args.segments = segments.data();
+  args.num_segments = num_segments;
+
+  const int out_stride = c.head_dim + 3;  // non-packed output rows
+  std::vector<C> expected(static_cast<std::size_t>(c.query_heads) * out_stride, C(0));
+  std::vector<C> actual(expected.size(), C(-7));  // garbage: the kernel overwrites
+  std::vector<C> expected_lse(static_cast<std::size_t>(c.query_heads)), actual_lse(expected_lse.size());
+  sinkkv::ReferenceKernel{}(args, sinkkv::AttentionOutput<C>{expected.data(), out_stride, expected_lse.data()});
+
+  const long before = g_allocations.load();
+  sinkkv::CpuKernel{}(args, sinkkv::AttentionOutput<C>{actual.data(), out_stride, actual_lse.data()});
+  EXPECT_EQ(g_allocations.load() - before, 0) << "CpuKernel allocated during a call: " << describe(c);
+
+  const double tolerance_scale = std::is_same_v<T, double> ? 1e-6 : 1.0;
+  for (int h = 0; h < c.query_heads; ++h) {
+    for (int d = 0; d < c.head_dim; ++d) {
+      const double want = static_cast<double>(expected[static_cast<std::size_t>(h) * out_stride + d]);
+      const double got = static_cast<double>(actual[static_cast<std::size_t>(h) * out_stride + d]);
+      ASSERT_LE(std::abs(got - want), tolerance_scale * (kAbsolute + kRelative * std::abs(want)))
+          << "head " << h << " dim " << d << ": cpu " << got << " reference " << want << " (" << describe(c)
+          << ", isa " << sinkkv::detail::simd::kIsa << ")";
+    }
+    const double want = static_cast<double>(expected_lse[h]);
+    const double got = static_cast<double>(actual_lse[h]);
+    ASSERT_LE(std::abs(got - want), tolerance_scale * (kAbsolute + kRelative * std::abs(want)))
+        << "log-sum-exp of head " << h << ": cpu " << got << " reference " << want << " (" << describe(c) << ")";
+  }
+}
+
+class CpuKernelTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CpuKernelTest, MatchesReference) {
+  const Case& c = GetParam();
+  switch (c.storage) {
+    case Storage::kFloat: run_case<float>(c, 1); break;
+    case Storage::kHalf: run_case<Eigen::half>(c, 2); break;
+    case Storage::kBfloat16: run_case<Eigen::bfloat16>(c, 3); break;
+    case Storage::kDouble: run_case<double>(c, 4); break;
+  }
+}
+
+std::vector<Case> all_cases() {
+  struct Shape {
+    int query_heads, kv_heads, head_dim;
+  };
+  // Group sizes 1..20 (16 is the one-read limit; 20 takes two passes), head
+  // sizes on and off every vector width, odd head counts.
+  const Shape shapes[] = {{1, 1, 16},  {4, 4, 64},  {32, 8, 128}, {64, 8, 128}, {6, 2, 32},  {7, 7, 48},
+                          {3, 1, 17},  {24, 1, 80}, {40, 2, 64},  {5, 1, 8},    {12, 4, 256}, {2, 1, 4}};
+  const std::vector<std::vector<int>> splits = {{1}, {15}, {16}, {17}, {63, 1}, {64}, {4, 61}, {4, 200, 57}, {1000}};
+  std::vector<Case> cases;
+  for (Storage storage : {Storage::kFloat, Storage::kHalf, Storage::kBfloat16, Storage::kDouble}) {
+    for (const Shape& shape : shapes) {
+      for (const auto& split : splits) {
+        int total = 0;
+        for (int n : split) total += n;
+        // ReferenceKernel costs heads * tokens * head_dim^2: keep each case
+        // well under a second (the long splits still run on the small shapes).
+        const double reference_cost = 1.0 * shape.query_heads * total * shape.head_dim * shape.head_dim;
+        if (reference_cost > 3e7 && total > 70) continue;
+        for (bool alibi : {false, true}) {
+          if (alibi && split.size() < 2 && split[0] != 17) continue;  // ALiBi on a subset, keep it quick
+          cases.push_back({storage, shape.query_heads, shape.kv_heads, shape.head_dim, split, alibi});
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  std::string name = describe(info.param);
+  for (char& ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CpuKernelTest, ::testing::ValuesIn(all_cases()), case_name);
+
+TEST(CpuKernel, LongTwoSegmentCache) {
+  // Many blocks: the running maximum and output are rescaled many times.
+  Case c{Storage::kFloat, 8, 2, 64, {4, 3000}, false};
+  run_case<float>(c, 9);
+}
+
+TEST(CpuKernel, ReportsItsVectorPath) {
+  std::cout << "vector path: " << sinkkv::detail::simd::kIsa << ", " << sinkkv::CpuKernel::simd_lanes()
+            << " lanes\n";
+  EXPECT_EQ(sinkkv::CpuKernel::uses_vector_path<double>(64), false);
+  EXPECT_EQ(sinkkv::CpuKernel::uses_vector_path<float>(64), sinkkv::detail::simd::kAvailable);
+}
+
+}  // namespace

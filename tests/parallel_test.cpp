@@ -1,0 +1,137 @@
+// Tests for kernels/parallel.hpp: ThreadPool runs every task exactly once,
+// and ParallelCpuKernel matches the single-threaded CpuKernel (and the
+// reference) across thread counts and segment splits, without allocating.
+#include <sinkkv/kernels/parallel.hpp>
+#include <sinkkv/kernels/reference.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <random>
+#include <vector>
+
+namespace {
+std::atomic<long> g_allocations{0};
+}  // namespace
+
+[[gnu::noinline]] void* operator new(std::size_t size) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+TEST(ThreadPool, RunsEveryTaskExactlyOnce) {
+  for (int workers : {0, 1, 3}) {
+    sinkkv::ThreadPool pool(workers);
+    std::vector<std::atomic<int>> hits(37);
+    for (int round = 0; round < 2000; ++round) {
+      const int count = 1 + round % 37;
+      auto task = [&](int i) { hits[static_cast<std::size_t>(i)].fetch_add(1); };
+      pool.run(count, task);
+    }
+    // Task i ran once in every round whose count exceeded i.
+    for (int i = 0; i < 37; ++i) {
+      int expected = 0;
+      for (int round = 0; round < 2000; ++round) expected += (1 + round % 37) > i ? 1 : 0;
+      EXPECT_EQ(hits[static_cast<std::size_t>(i)].load(), expected) << "task " << i << ", workers " << workers;
+    }
+  }
+}
+
+TEST(ThreadPool, RejectsNegativeWorkers) { EXPECT_THROW(sinkkv::ThreadPool(-1), sinkkv::Error); }
+
+struct Problem {
+  int query_heads = 16, kv_heads = 4, head_dim = 64;
+  std::vector<float> keys, values, query;
+  std::vector<sinkkv::KVSegment<float>> segments;
+  sinkkv::AttentionArgs<float> args;
+
+  Problem(const std::vector<int>& lengths, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    int total = 0;
+    for (int n : lengths) total += n;
+    keys.resize(static_cast<std::size_t>(kv_heads) * total * head_dim);
+    values.resize(keys.size());
+    query.resize(static_cast<std::size_t>(query_heads) * head_dim);
+    for (auto& x : keys) x = 2.0f * uniform(rng);
+    for (auto& x : values) x = uniform(rng);
+    for (auto& x : query) x = 2.0f * uniform(rng);
+    int first = 0;
+    for (int n : lengths) {
+      sinkkv::KVSegment<float> s;
+      s.query = query.data();
+      s.keys = keys.data() + static_cast<std::size_t>(first) * head_dim;
+      s.values = values.data() + static_cast<std::size_t>(first) * head_dim;
+      s.token_stride = head_dim;
+      s.head_stride = static_cast<std::ptrdiff_t>(total) * head_dim;
+      s.length = n;
+      s.query_distance = total - 1 - first;
+      segments.push_back(s);
+      first += n;
+    }
+    args.num_query_heads = query_heads;
+    args.num_kv_heads = kv_heads;
+    args.head_dim = head_dim;
+    args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    args.segments = segments.data();
+    args.num_segments = static_cast<int>(segments.size());
+  }
+};
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_LE(std::abs(got[i] - want[i]), 2e-5 + 2e-5 * std::abs(want[i]))
+        << what << " element " << i << ": parallel " << got[i] << " expected " << want[i];
+  }
+}
+
+class ParallelKernelTest : public ::testing::TestWithParam<std::tuple<int, std::vector<int>>> {};
+
+TEST_P(ParallelKernelTest, MatchesSingleThreadAndReference) {
+  const int workers = std::get<0>(GetParam());
+  Problem problem(std::get<1>(GetParam()), 7);
+  sinkkv::ThreadPool pool(workers);
+  sinkkv::ParallelCpuKernel kernel(&pool, problem.query_heads, problem.head_dim);
+  const std::size_t n = static_cast<std::size_t>(problem.query_heads) * problem.head_dim;
+  std::vector<float> single(n), parallel(n, -3.0f), reference(n);
+  std::vector<float> single_lse(16), parallel_lse(16), reference_lse(16);
+  sinkkv::CpuKernel{}(problem.args, sinkkv::AttentionOutput<float>{single.data(), problem.head_dim, single_lse.data()});
+  sinkkv::ReferenceKernel{}(problem.args,
+                            sinkkv::AttentionOutput<float>{reference.data(), problem.head_dim, reference_lse.data()});
+  const long before = g_allocations.load();
+  kernel(problem.args, sinkkv::AttentionOutput<float>{parallel.data(), problem.head_dim, parallel_lse.data()});
+  EXPECT_EQ(g_allocations.load() - before, 0) << "ParallelCpuKernel allocated during a call";
+  expect_close(parallel, single, "output vs CpuKernel");
+  expect_close(parallel_lse, single_lse, "log-sum-exp vs CpuKernel");
+  expect_close(parallel, reference, "output vs ReferenceKernel");
+  expect_close(parallel_lse, reference_lse, "log-sum-exp vs ReferenceKernel");
+  const int by_size = problem.args.num_tokens() / sinkkv::ParallelCpuKernel::kMinTokensPerThread;
+  EXPECT_EQ(kernel.threads_for(problem.args.num_tokens()), std::max(1, std::min(workers + 1, by_size)));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Splits, ParallelKernelTest,
+    ::testing::Combine(::testing::Values(0, 1, 3),
+                       ::testing::Values(std::vector<int>{100}, std::vector<int>{4, 2044},
+                                         std::vector<int>{4, 3000, 1093}, std::vector<int>{2048, 2048},
+                                         std::vector<int>{1, 1, 5000})));
+
+TEST(ParallelCpuKernel, NoPoolRunsSingleThreaded) {
+  Problem problem({4, 5000}, 3);
+  sinkkv::ParallelCpuKernel kernel(nullptr, problem.query_heads, problem.head_dim);
+  EXPECT_EQ(kernel.threads_for(5004), 1);
+  std::vector<float> out(static_cast<std::size_t>(problem.query_heads) * problem.head_dim), lse(16);
+  kernel(problem.args, sinkkv::AttentionOutput<float>{out.data(), problem.head_dim, lse.data()});
+  EXPECT_TRUE(std::isfinite(lse[0]));
+}
+
+}  // namespace

@@ -18,21 +18,9 @@
 #include <sstream>
 #include <string>
 #include <vector>
+// Last: it defines malloc & co. after the system headers declared them.
+#include "support/allocation_counter.hpp"
 
-// ---- allocation counting (for "zero allocations per call") ----------------
-namespace {
-std::atomic<long> g_allocations{0};
-}  // namespace
-
-// Out of line, so that GCC does not pair the inlined malloc/free with new/delete
-// (-Wmismatched-new-delete).
-[[gnu::noinline]] void* operator new(std::size_t size) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -121,9 +109,9 @@ void run_case(const Case& c, unsigned seed) {
   std::vector<C> expected_lse(static_cast<std::size_t>(c.query_heads)), actual_lse(expected_lse.size());
   sinkkv::ReferenceKernel{}(args, sinkkv::AttentionOutput<C>{expected.data(), out_stride, expected_lse.data()});
 
-  const long before = g_allocations.load();
+  const std::size_t before = sinkkv::testing::allocation_count;
   sinkkv::CpuKernel{}(args, sinkkv::AttentionOutput<C>{actual.data(), out_stride, actual_lse.data()});
-  EXPECT_EQ(g_allocations.load() - before, 0) << "CpuKernel allocated during a call: " << describe(c);
+  EXPECT_EQ(sinkkv::testing::allocation_count - before, 0u) << "CpuKernel allocated during a call: " << describe(c);
 
   const double tolerance_scale = std::is_same_v<T, double> ? 1e-6 : 1.0;
   for (int h = 0; h < c.query_heads; ++h) {

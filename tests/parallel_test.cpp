@@ -12,18 +12,9 @@
 #include <new>
 #include <random>
 #include <vector>
+// Last: it defines malloc & co. after the system headers declared them.
+#include "support/allocation_counter.hpp"
 
-namespace {
-std::atomic<long> g_allocations{0};
-}  // namespace
-
-[[gnu::noinline]] void* operator new(std::size_t size) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -107,9 +98,9 @@ TEST_P(ParallelKernelTest, MatchesSingleThreadAndReference) {
   sinkkv::CpuKernel{}(problem.args, sinkkv::AttentionOutput<float>{single.data(), problem.head_dim, single_lse.data()});
   sinkkv::ReferenceKernel{}(problem.args,
                             sinkkv::AttentionOutput<float>{reference.data(), problem.head_dim, reference_lse.data()});
-  const long before = g_allocations.load();
+  const std::size_t before = sinkkv::testing::allocation_count;
   kernel(problem.args, sinkkv::AttentionOutput<float>{parallel.data(), problem.head_dim, parallel_lse.data()});
-  EXPECT_EQ(g_allocations.load() - before, 0) << "ParallelCpuKernel allocated during a call";
+  EXPECT_EQ(sinkkv::testing::allocation_count - before, 0u) << "ParallelCpuKernel allocated during a call";
   expect_close(parallel, single, "output vs CpuKernel");
   expect_close(parallel_lse, single_lse, "log-sum-exp vs CpuKernel");
   expect_close(parallel, reference, "output vs ReferenceKernel");

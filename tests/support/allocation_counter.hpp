@@ -5,12 +5,13 @@
 // forward to its internal entry points.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdlib>
 
 namespace sinkkv::testing {
 /// Allocations so far; compare two readings around the code under test.
-inline std::size_t allocation_count = 0;
+inline std::atomic<std::size_t> allocation_count{0};  // atomic: thread-pool tests
 }  // namespace sinkkv::testing
 
 extern "C" {

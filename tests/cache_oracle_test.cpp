@@ -46,6 +46,9 @@ std::string name_of(const SweepCase& c) {
   return name.str();
 }
 
+// gtest prints parameters in test listings and failures; show the name.
+void PrintTo(const SweepCase& c, std::ostream* out) { *out << name_of(c); }
+
 std::vector<SweepCase> make_cases() {
   std::mt19937 random(20261125);
   const int sinks[] = {0, 1, 4, 8};

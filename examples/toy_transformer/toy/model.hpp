@@ -155,114 +155,43 @@ class SinkCacheState final : public KVState {
 };
 
 /// The baseline the paper shows breaking: sinks plus a rolling window whose
-/// keys are rotated once at their *stream* index and never re-positioned, so
-/// the query (at its stream index) sees the sinks ever further away. Hands
-/// the same kernel the same AttentionArgs contract as the library does.
+/// keys keep their *stream* positions, so the query (at its stream index)
+/// sees the sinks ever further away. It is the library's cache with one
+/// change: SinkKVCache stores keys rotated by stream index and hands the
+/// window segments the query rotated by its stream index, so giving the sink
+/// segment that same query (instead of the one at its cache position) is all
+/// it takes. No allocation per token.
 class StreamPositionState final : public KVState {
  public:
   StreamPositionState(const ModelConfig& model, int num_sinks, int window)
-      : num_layers_(model.num_layers),
-        num_heads_(model.num_heads),
-        num_kv_heads_(model.num_kv_heads),
-        head_dim_(model.head_dim()),
-        num_sinks_(num_sinks),
-        window_(window),
-        rope_(sinkkv::RopeConfig{kRopeTheta, 0, sinkkv::RopeLayout::kAdjacentPairs}, model.head_dim()),
-        rotation_(rope_.make_rotation()),
-        head_elements_(static_cast<std::size_t>(num_sinks + window) * static_cast<std::size_t>(head_dim_)),
-        storage_(static_cast<std::size_t>(num_layers_) * 2 * static_cast<std::size_t>(num_kv_heads_) * head_elements_),
-        query_(static_cast<std::size_t>(num_heads_) * static_cast<std::size_t>(head_dim_)) {
-    TOY_CHECK(num_sinks >= 0 && window >= 1, "stream-position cache: sinks " << num_sinks << ", window " << window);
-  }
+      : cache_(SinkCacheState::cache_config(model, num_sinks, window)),
+        log_sum_exp_(static_cast<std::size_t>(model.num_heads)) {}
 
   void attend(int layer, const float* query, const float* keys, const float* values, float* out) override {
-    if (layer == 0) {  // a new token
-      ++tokens_seen_;
-      rope_.set_position(rotation_, tokens_seen_ - 1);
+    const sinkkv::CacheConfig& c = cache_.config();
+    cache_.append(layer, sinkkv::heads_view(keys, c.num_kv_heads, c.head_dim),
+                  sinkkv::heads_view(values, c.num_kv_heads, c.head_dim));
+    sinkkv::AttentionArgs<float> args = cache_.prepare(layer, sinkkv::heads_view(query, c.num_query_heads, c.head_dim));
+    // The last segment is a window run (stream-frame query) whenever the
+    // window holds a token; before that every token is a sink at its stream
+    // position anyway.
+    const float* stream_frame_query = args.segments[args.num_segments - 1].query;
+    for (int s = 0; s < args.num_segments; ++s) {
+      segments_[s] = args.segments[s];
+      segments_[s].query = stream_frame_query;
     }
-    const std::uint64_t t = tokens_seen_ - 1;  // stream index of the newest token
-    const int slot = slot_of(t);
-    for (int h = 0; h < num_kv_heads_; ++h) {
-      const float* k = keys + h * head_dim_;
-      rope_.rotate(rotation_, [&](int d) { return k[d]; }, row(layer, 0, h, slot));
-      std::copy(values + h * head_dim_, values + (h + 1) * head_dim_, row(layer, 1, h, slot));
-    }
-    for (int h = 0; h < num_heads_; ++h) {
-      const float* q = query + h * head_dim_;
-      rope_.rotate(rotation_, [&](int d) { return q[d]; }, query_.data() + h * head_dim_);
-    }
-
-    // Segments in cache-position order: sinks, then the window ring as one or two runs.
-    const std::uint64_t sinks = std::min<std::uint64_t>(t + 1, static_cast<std::uint64_t>(num_sinks_));
-    const std::uint64_t first_window = std::max<std::uint64_t>(sinks, t + 1 >= static_cast<std::uint64_t>(window_)
-                                                                          ? t + 1 - static_cast<std::uint64_t>(window_)
-                                                                          : 0);
-    const int size = static_cast<int>(sinks + (t + 1 - first_window));
-    int count = 0;
-    if (sinks > 0) segments_[count++] = segment(layer, 0, static_cast<int>(sinks), size - 1);
-    std::uint64_t next = first_window;
-    int position = static_cast<int>(sinks);
-    while (next <= t) {
-      const int first_slot = slot_of(next);
-      const int run = static_cast<int>(std::min<std::uint64_t>(t + 1 - next, static_cast<std::uint64_t>(
-                                                                                  num_sinks_ + window_ - first_slot)));
-      segments_[count++] = segment(layer, first_slot, run, size - 1 - position);
-      next += static_cast<std::uint64_t>(run);
-      position += run;
-    }
-    sinkkv::AttentionArgs<float> args;
-    args.num_query_heads = num_heads_;
-    args.num_kv_heads = num_kv_heads_;
-    args.head_dim = head_dim_;
-    args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
     args.segments = segments_;
-    args.num_segments = count;
-    float* lse = log_sum_exp_;
-    ProbedCpuKernel{probe_, layer}(args, sinkkv::AttentionOutput<float>{out, head_dim_, lse});
+    ProbedCpuKernel{probe_, layer}(args, sinkkv::AttentionOutput<float>{out, c.head_dim, log_sum_exp_.data()});
   }
-  void reset() override { tokens_seen_ = 0; }
-  int size() const override {
-    return static_cast<int>(std::min<std::uint64_t>(tokens_seen_, static_cast<std::uint64_t>(capacity())));
-  }
-  int capacity() const override { return num_sinks_ + window_; }
-  std::size_t bytes() const override { return storage_.size() * sizeof(float); }
+  void reset() override { cache_.reset(); }
+  int size() const override { return cache_.size(); }
+  int capacity() const override { return cache_.capacity(); }
+  std::size_t bytes() const override { return cache_.storage_bytes(); }
 
  private:
-  static constexpr int kMaxHeads = 256;
-
-  int slot_of(std::uint64_t stream_index) const {
-    if (stream_index < static_cast<std::uint64_t>(num_sinks_)) return static_cast<int>(stream_index);
-    return num_sinks_ + static_cast<int>((stream_index - static_cast<std::uint64_t>(num_sinks_)) %
-                                         static_cast<std::uint64_t>(window_));
-  }
-  // Storage: [num_layers][2 (keys, values)][num_kv_heads][capacity][head_dim].
-  float* row(int layer, int kind, int kv_head, int slot) {
-    const std::size_t block = (static_cast<std::size_t>(layer) * 2 + static_cast<std::size_t>(kind)) *
-                                  static_cast<std::size_t>(num_kv_heads_) +
-                              static_cast<std::size_t>(kv_head);
-    return storage_.data() + block * head_elements_ + static_cast<std::size_t>(slot) * head_dim_;
-  }
-  sinkkv::KVSegment<float> segment(int layer, int first_slot, int length, int query_distance) {
-    sinkkv::KVSegment<float> s;
-    s.query = query_.data();
-    s.keys = row(layer, 0, 0, first_slot);
-    s.values = row(layer, 1, 0, first_slot);
-    s.token_stride = head_dim_;
-    s.head_stride = static_cast<std::ptrdiff_t>(head_elements_);
-    s.length = length;
-    s.query_distance = query_distance;
-    return s;
-  }
-
-  int num_layers_, num_heads_, num_kv_heads_, head_dim_, num_sinks_, window_;
-  sinkkv::Rope rope_;
-  sinkkv::Rope::Rotation rotation_;  // RoPE at the newest token's stream index
-  std::size_t head_elements_;        // capacity * head_dim
-  std::vector<float> storage_;       // see row()
-  std::vector<float> query_;         // [num_heads, head_dim], rotated at the stream index
-  std::uint64_t tokens_seen_ = 0;
-  sinkkv::KVSegment<float> segments_[3] = {};
-  float log_sum_exp_[kMaxHeads] = {};  // [num_heads]
+  sinkkv::SinkKVCache<float> cache_;
+  sinkkv::KVSegment<float> segments_[3] = {};  // the cache's segments, all with the stream-frame query
+  std::vector<float> log_sum_exp_;              // [num_heads]
 };
 
 /// The KV state of a caching policy (not recompute, which is a Decoder mode).
@@ -276,7 +205,6 @@ inline std::unique_ptr<KVState> make_state(const ModelConfig& model, const Polic
       return std::make_unique<SinkCacheState>(model, spec.num_sinks, spec.window);
     case Policy::kWindowStream:
     case Policy::kSinkStream:
-      TOY_CHECK(model.num_heads <= 256, "stream-position cache supports up to 256 heads, not " << model.num_heads);
       return std::make_unique<StreamPositionState>(model, spec.num_sinks, spec.window);
   }
   TOY_FAIL("unknown policy");

@@ -28,32 +28,25 @@ namespace sinkkv::detail::simd {
 static_assert(sizeof(Eigen::half) == 2 && sizeof(Eigen::bfloat16) == 2,
               "sinkkv: Eigen::half and Eigen::bfloat16 must be 16-bit for the vector loads");
 
-/// Asks for the `bytes` bytes at `p` to be brought into L1 ahead of use
-/// (no-op where the compiler has no prefetch instruction).
-inline void prefetch(const void* p, std::size_t bytes) {
-#if defined(__SSE__) || defined(_M_X64)
+/// Asks for the `bytes` bytes at `p` to be brought into cache ahead of use,
+/// one 64-byte line at a time: Locality 3 into every level (as
+/// _MM_HINT_T0), 2 into L2 and below (as _MM_HINT_T1). A no-op where the
+/// compiler has no prefetch builtin.
+template <int Locality>
+inline void prefetch_lines(const void* p, std::size_t bytes) {
+#if defined(__GNUC__) || defined(__clang__)
   const char* bytes_p = static_cast<const char*>(p);
-  for (std::size_t offset = 0; offset < bytes; offset += 64) {
-    _mm_prefetch(bytes_p + offset, _MM_HINT_T0);
-  }
+  for (std::size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(bytes_p + offset, 0, Locality);
 #else
   (void)p;
   (void)bytes;
 #endif
 }
 
-/// As prefetch(), into L2 only (for data needed a few microseconds later).
-inline void prefetch_l2(const void* p, std::size_t bytes) {
-#if defined(__SSE__) || defined(_M_X64)
-  const char* bytes_p = static_cast<const char*>(p);
-  for (std::size_t offset = 0; offset < bytes; offset += 64) {
-    _mm_prefetch(bytes_p + offset, _MM_HINT_T1);
-  }
-#else
-  (void)p;
-  (void)bytes;
-#endif
-}
+/// Into L1, for data needed within this block.
+inline void prefetch(const void* p, std::size_t bytes) { prefetch_lines<3>(p, bytes); }
+/// Into L2 only, for data needed a few microseconds later.
+inline void prefetch_l2(const void* p, std::size_t bytes) { prefetch_lines<2>(p, bytes); }
 
 /// exp(x) coefficients (Cephes expf, |rel. error| < 2 ulp on [-87, 88]).
 struct ExpConstants {

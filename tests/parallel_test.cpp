@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <new>
 #include <random>
+#include <string>
+#include <thread>
 #include <vector>
 // Last: it defines malloc & co. after the system headers declared them.
 #include "support/allocation_counter.hpp"
@@ -123,6 +125,55 @@ TEST(ParallelCpuKernel, NoPoolRunsSingleThreaded) {
   std::vector<float> out(static_cast<std::size_t>(problem.query_heads) * problem.head_dim), lse(16);
   kernel(problem.args, sinkkv::AttentionOutput<float>{out.data(), problem.head_dim, lse.data()});
   EXPECT_TRUE(std::isfinite(lse[0]));
+}
+
+/// A caller's own pool: runs tasks on std::threads it keeps, one per task
+/// index beyond the first, in reverse order, and records what it was asked.
+struct ReversingPool {
+  int threads = 3;
+  int calls = 0;
+  int last_count = 0;
+  int num_threads() const { return threads; }
+  void run(int count, sinkkv::IndexTask& task) {
+    ++calls;
+    last_count = count;
+    std::vector<std::thread> helpers;
+    for (int i = count - 1; i >= 1; --i) helpers.emplace_back([&task, i] { task(i); });
+    task(0);
+    for (auto& helper : helpers) helper.join();
+  }
+};
+
+static_assert(sinkkv::is_task_pool_v<sinkkv::ThreadPool>);
+static_assert(sinkkv::is_task_pool_v<ReversingPool>);
+static_assert(!sinkkv::is_task_pool_v<int>);
+static_assert(!sinkkv::is_task_pool_v<std::vector<int>>);
+
+TEST(ParallelCpuKernel, RunsOnTheCallersOwnPoolType) {
+  Problem problem({4, 3000, 1093}, 11);
+  ReversingPool pool;
+  sinkkv::ParallelCpuKernel kernel(&pool, problem.query_heads, problem.head_dim);
+  EXPECT_EQ(kernel.threads_for(problem.args.num_tokens()), 3);
+  const std::size_t n = static_cast<std::size_t>(problem.query_heads) * problem.head_dim;
+  std::vector<float> parallel(n, -3.0f), reference(n), parallel_lse(16), reference_lse(16);
+  kernel(problem.args, sinkkv::AttentionOutput<float>{parallel.data(), problem.head_dim, parallel_lse.data()});
+  sinkkv::ReferenceKernel{}(problem.args,
+                            sinkkv::AttentionOutput<float>{reference.data(), problem.head_dim, reference_lse.data()});
+  EXPECT_EQ(pool.calls, 1);
+  EXPECT_EQ(pool.last_count, 3);
+  expect_close(parallel, reference, "output vs ReferenceKernel");
+  expect_close(parallel_lse, reference_lse, "log-sum-exp vs ReferenceKernel");
+}
+
+TEST(ParallelCpuKernel, RejectsAPoolWithoutThreads) {
+  ReversingPool pool;
+  pool.threads = 0;
+  try {
+    sinkkv::ParallelCpuKernel kernel(&pool, 8, 64);
+    FAIL() << "expected sinkkv::Error";
+  } catch (const sinkkv::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("num_threads() 0"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

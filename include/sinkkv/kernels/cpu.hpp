@@ -72,7 +72,10 @@ struct CpuKernel {
       if (uses_vector_path<T>(args.head_dim)) {
         for (int kv = 0; kv < args.num_kv_heads; ++kv) {
           for (int first = 0; first < group; first += kMaxGroup) {
-            Vectorized<T>::attend_heads(args, out, kv, kv * group + first, std::min(kMaxGroup, group - first));
+            // The KV head read after this pass, for prefetching across the boundary.
+            const int next_kv = first + kMaxGroup < group ? kv : (kv + 1 < args.num_kv_heads ? kv + 1 : -1);
+            Vectorized<T>::attend_heads(args, out, kv, kv * group + first, std::min(kMaxGroup, group - first),
+                                        next_kv);
           }
         }
         return;
@@ -93,29 +96,44 @@ struct CpuKernel {
   struct Vectorized<T, true> {
     static constexpr int L = detail::simd::kLanes;
     using Vec = detail::simd::Vec;
-    /// Far (L2) prefetch pays off for rows of at least this many bytes
+    /// Software prefetch (the far L2 prefetch and the values' L1 prefetch
+    /// during the score phase) pays off for rows of at least this many bytes
     /// (float x 128 dims); for shorter rows the hardware prefetchers keep up
     /// and the extra instructions cost more than they hide (measured on Zen 5
     /// with float/half x 64/128 dims, see docs/performance.md).
-    static constexpr std::size_t kFarPrefetchMinRowBytes = 512;
+    static constexpr std::size_t kPrefetchMinRowBytes = 512;
+    /// Query heads per score tile: with L / 4 heads x 4 tokens, each query
+    /// and key vector loaded feeds 4 FMAs, so the loads (kScoreHeads + 4 per
+    /// 16 FMAs with AVX-512) stay under the FMA throughput.
+    static constexpr int kScoreHeads = std::max(1, L / 4);
 
     /// Scores of tokens [j0, j0 + valid) (valid <= kTokens) against kHeads
     /// query heads: a kHeads x kTokens register tile over the whole row,
-    /// finished by one transposing reduction. Rows past `valid` repeat the
-    /// last valid row and are discarded.
-    template <int kHeads>
-    static void score_tile(const float* query, int head_dim, const T* keys, std::ptrdiff_t token_stride,
-                           int valid, float scale, float* scores, int j0) {
+    /// finished by one transposing reduction. A partial tile (kFull false)
+    /// repeats the last valid row and discards its scores; full tiles skip
+    /// that clamping, whose pointer arithmetic alone cost a third of the
+    /// tile's time (GPR pressure) on Zen 5.
+    template <int kHeads, bool kFull>
+    SINKKV_ALWAYS_INLINE static void score_tile(const float* query, int head_dim, const T* keys,
+                                                std::ptrdiff_t token_stride, int valid, float scale, float* scores,
+                                                int j0) {
       constexpr int kTokens = L / kHeads;
       Vec acc[kHeads * kTokens];  // lane h * kTokens + t of the reduction: head h, token t
       const T* row[kTokens];
-      for (int t = 0; t < kTokens; ++t) row[t] = keys + std::min(t, valid - 1) * token_stride;
+      for (int t = 0; t < kTokens; ++t) row[t] = keys + (kFull ? t : std::min(t, valid - 1)) * token_stride;
       for (int i = 0; i < kHeads * kTokens; ++i) acc[i] = detail::simd::zero();
       for (int d = 0; d < head_dim; d += L) {
+        // A vector that feeds several FMAs is loaded once into a register;
+        // one that feeds a single FMA is better folded into it as a memory
+        // operand (pinning 16 key rows for one head would spill).
         Vec key[kTokens];
-        for (int t = 0; t < kTokens; ++t) key[t] = detail::simd::load(row[t] + d);
+        for (int t = 0; t < kTokens; ++t) {
+          key[t] = detail::simd::load(row[t] + d);
+          if constexpr (kHeads > 1) key[t] = detail::simd::keep_in_register(key[t]);
+        }
         for (int h = 0; h < kHeads; ++h) {
-          const Vec q = detail::simd::load(query + h * head_dim + d);
+          Vec q = detail::simd::load(query + h * head_dim + d);
+          if constexpr (kTokens > 1) q = detail::simd::keep_in_register(q);
           for (int t = 0; t < kTokens; ++t) acc[h * kTokens + t] = detail::simd::fma(q, key[t], acc[h * kTokens + t]);
         }
       }
@@ -124,7 +142,8 @@ struct CpuKernel {
       // straight from the register (reading them back one by one after a
       // full-width store stalls store-to-load forwarding).
       for (int h = 0; h < kHeads; ++h) {
-        detail::simd::store_lanes(scores + h * kMaxBlockTokens + j0 - h * kTokens, sums, h * kTokens, valid);
+        detail::simd::store_lanes(scores + h * kMaxBlockTokens + j0 - h * kTokens, sums, h * kTokens,
+                                  kFull ? kTokens : valid);
       }
     }
 
@@ -132,16 +151,21 @@ struct CpuKernel {
     /// Also prefetches row j of `prefetch_rows` (count rows) as it goes, so
     /// that the next phase finds them in L1 without a burst of misses.
     template <int kHeads>
-    static void score_block(const float* query, int head_dim, const T* keys, std::ptrdiff_t token_stride, int count,
-                            float scale, float* scores, const T* prefetch_rows, int prefetch_count) {
+    SINKKV_NOINLINE static void score_block(const float* query, int head_dim, const T* keys,
+                                            std::ptrdiff_t token_stride, int count, float scale, float* scores,
+                                            const T* prefetch_rows, int prefetch_count) {
       constexpr int kTokens = L / kHeads;
       const std::size_t row_bytes = static_cast<std::size_t>(head_dim) * sizeof(T);
-      for (int j = 0; j < count; j += kTokens) {
+      int j = 0;
+      for (; j < count; j += kTokens) {
         for (int t = j; t < std::min(j + kTokens, prefetch_count); ++t) {
           detail::simd::prefetch(prefetch_rows + t * token_stride, row_bytes);
         }
-        score_tile<kHeads>(query, head_dim, keys + j * token_stride, token_stride, std::min(kTokens, count - j),
-                           scale, scores, j);
+        if (j + kTokens > count) break;
+        score_tile<kHeads, true>(query, head_dim, keys + j * token_stride, token_stride, kTokens, scale, scores, j);
+      }
+      if (j < count) {
+        score_tile<kHeads, false>(query, head_dim, keys + j * token_stride, token_stride, count - j, scale, scores, j);
       }
     }
 
@@ -163,7 +187,7 @@ struct CpuKernel {
 
     /// Row j of the prefetch lists is requested beside value row j.
     template <int kHeads, int kChunk>
-    static void value_tile(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
+    SINKKV_ALWAYS_INLINE static void value_tile(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
                            int count, float* const* out_rows, int d0, const Prefetch& ahead) {
       Vec acc[kHeads * kChunk];
       for (int h = 0; h < kHeads; ++h) {
@@ -180,7 +204,7 @@ struct CpuKernel {
           detail::simd::prefetch_l2(ahead.far_values + j * token_stride, ahead.row_bytes);
         }
         Vec value[kChunk];
-        for (int c = 0; c < kChunk; ++c) value[c] = detail::simd::load(row + c * L);
+        for (int c = 0; c < kChunk; ++c) value[c] = detail::simd::keep_in_register(detail::simd::load(row + c * L));
         for (int h = 0; h < kHeads; ++h) {
           const Vec w = detail::simd::broadcast(weights[h * kMaxBlockTokens + j]);
           for (int c = 0; c < kChunk; ++c) acc[h * kChunk + c] = detail::simd::fma(w, value[c], acc[h * kChunk + c]);
@@ -194,7 +218,7 @@ struct CpuKernel {
     /// Columns [v * L, head_dim) in chunks of kChunk vectors, the remainder
     /// in smaller chunks.
     template <int kHeads, int kChunk>
-    static void value_block(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
+    SINKKV_NOINLINE static void value_block(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
                             int count, float* const* out_rows, int head_dim, int v, Prefetch ahead) {
       const int num_vectors = head_dim / L;
       for (; v + kChunk <= num_vectors; v += kChunk) {
@@ -223,8 +247,43 @@ struct CpuKernel {
       }
     }
 
+    /// Key and value rows of the block kFarBlocks blocks after block `block`
+    /// of segment `s`, in the order the kernel reads them: on through this
+    /// segment and the following ones, then into KV head `next_kv` (-1:
+    /// none) from its first segment. Without the step into the next head,
+    /// each head's first kFarBlocks blocks (all of them, for caches of a few
+    /// hundred tokens) would start cold.
+    struct Rows {
+      const T* keys = nullptr;
+      const T* values = nullptr;
+      int count = 0;
+    };
+    static Rows block_ahead(const AttentionArgs<T>& args, int kv, int next_kv, int s, int block, int block_size) {
+      int skip = kFarBlocks;
+      int head = kv;
+      int index = block / block_size;  // of the block in segment s; -1 before the first
+      bool crossed = false;
+      for (;;) {
+        const KVSegment<T>& segment = args.segments[s];
+        const int later = (segment.length + block_size - 1) / block_size - index - 1;  // blocks after `index`
+        if (later >= skip) {
+          const int first = (index + skip) * block_size;
+          const std::ptrdiff_t offset = head * segment.head_stride + first * segment.token_stride;
+          return Rows{segment.keys + offset, segment.values + offset, std::min(block_size, segment.length - first)};
+        }
+        skip -= later;
+        index = -1;
+        if (++s == args.num_segments) {
+          if (crossed || next_kv < 0) return Rows{};
+          crossed = true;
+          head = next_kv;
+          s = 0;
+        }
+      }
+    }
+
     static void attend_heads(const AttentionArgs<T>& args, const AttentionOutput<float>& out, int kv,
-                             int first_head, int num_heads) {
+                             int first_head, int num_heads, int next_kv) {
       const int head_dim = args.head_dim;
       const int block_size = block_tokens(head_dim, sizeof(T));
       detail::SoftmaxState<float> state[kMaxGroup];
@@ -236,6 +295,7 @@ struct CpuKernel {
         std::fill(out_rows[h], out_rows[h] + head_dim, 0.0f);
       }
 
+      const bool prefetch_values = static_cast<std::size_t>(head_dim) * sizeof(T) >= kPrefetchMinRowBytes;
       for (int s = 0; s < args.num_segments; ++s) {
         const KVSegment<T>& segment = args.segments[s];
         const T* keys = segment.keys + kv * segment.head_stride;
@@ -247,11 +307,12 @@ struct CpuKernel {
           const T* block_values = values + block * segment.token_stride;
 
           // 1. scores
-          for_head_groups<kMaxGroup>(0, num_heads, [&](auto heads, int h0) {
-            // The first head group also prefetches this block's values.
+          for_head_groups<kScoreHeads>(0, num_heads, [&](auto heads, int h0) {
+            // The first head group also prefetches this block's values (long
+            // rows only, like the far prefetch).
             score_block<decltype(heads)::value>(query + h0 * head_dim, head_dim, block_keys, segment.token_stride,
                                                 count, args.scale, scores + h0 * kMaxBlockTokens, block_values,
-                                                h0 == 0 ? count : 0);
+                                                h0 == 0 && prefetch_values ? count : 0);
           });
 
           // 2. online softmax: bias, maximum, rescale, exp-weights
@@ -282,11 +343,11 @@ struct CpuKernel {
           ahead.row_bytes = static_cast<std::size_t>(head_dim) * sizeof(T);
           ahead.near_count = std::min(block_size, segment.length - block - count);
           if (ahead.near_count > 0) ahead.near = block_keys + count * segment.token_stride;
-          const int far_first = block + kFarBlocks * block_size;
-          if (ahead.row_bytes >= kFarPrefetchMinRowBytes) ahead.far_count = std::min(count, segment.length - far_first);
-          if (ahead.far_count > 0) {
-            ahead.far_keys = keys + far_first * segment.token_stride;
-            ahead.far_values = values + far_first * segment.token_stride;
+          if (ahead.row_bytes >= kPrefetchMinRowBytes) {
+            const Rows far = block_ahead(args, kv, next_kv, s, block, block_size);
+            ahead.far_keys = far.keys;
+            ahead.far_values = far.values;
+            ahead.far_count = std::min(count, far.count);
           }
           for_head_groups<kMaxGroup>(0, num_heads, [&](auto heads, int h0) {
             constexpr int kHeads = decltype(heads)::value;
@@ -307,7 +368,7 @@ struct CpuKernel {
 
   template <class T>
   struct Vectorized<T, false> {
-    static void attend_heads(const AttentionArgs<T>&, const AttentionOutput<compute_t<T>>&, int, int, int) {}
+    static void attend_heads(const AttentionArgs<T>&, const AttentionOutput<compute_t<T>>&, int, int, int, int) {}
   };
 
   /// dot(query, key) in four independent sums. Written out rather than as

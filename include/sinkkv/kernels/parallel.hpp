@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__SSE2__) || defined(_M_X64)
@@ -157,18 +158,48 @@ class ThreadPool {
   std::vector<std::thread> workers_;
 };
 
+/// The task a pool runs by index: a non-owning reference to the kernel's
+/// per-thread work, cheap to copy.
+class IndexTask {
+ public:
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::remove_cv_t<F>, IndexTask>>>
+  explicit IndexTask(F& f) : context_(&f), call_([](void* context, int i) { (*static_cast<F*>(context))(i); }) {}
+  void operator()(int index) const { call_(context_, index); }
+
+ private:
+  void* context_;
+  void (*call_)(void*, int);
+};
+
+/// True when Pool can run ParallelCpuKernel's work: `pool.num_threads()`
+/// (the threads that run tasks, the caller included) and
+/// `pool.run(count, task)`, which calls task(i) once for every i in
+/// [0, count) and returns when all have finished (task is an IndexTask
+/// lvalue). sinkkv::ThreadPool is one; an engine's own pool (or an OpenMP
+/// parallel for) needs only these two members.
+template <class Pool, class = void>
+struct is_task_pool : std::false_type {};
+template <class Pool>
+struct is_task_pool<Pool, std::void_t<decltype(static_cast<int>(std::declval<const Pool&>().num_threads())),
+                                      decltype(std::declval<Pool&>().run(0, std::declval<IndexTask&>()))>>
+    : std::true_type {};
+template <class Pool>
+inline constexpr bool is_task_pool_v = is_task_pool<Pool>::value;
+
 /// Decode attention split across threads, flash-decoding style: the cached
 /// tokens (all segments, in order) are cut into one contiguous range per
 /// thread, each range runs CpuKernel into its own partial output, and the
 /// partials are merged exactly by log-sum-exp (merge_partial).
 ///
-/// The pool is the caller's (nullptr: single-threaded). Scratch for the
-/// partial outputs is allocated by the constructor for up to
-/// `max_query_heads` x `max_head_dim`; a call never creates a thread and
-/// never allocates. Calls that would gain nothing (fewer than
-/// 2 * kMinTokensPerThread tokens), exceed the scratch, or have more than
-/// kMaxSegments segments run single-threaded on the caller: same result,
-/// no error. One call at a time per object (the scratch is shared).
+/// The pool is the caller's: a sinkkv::ThreadPool, any type with the two
+/// members of is_task_pool_v, or nullptr (single-threaded). It must outlive
+/// the kernel. Scratch for the partial outputs is allocated by the
+/// constructor for up to `max_query_heads` x `max_head_dim`; a call never
+/// creates a thread and never allocates (provided the pool's run() does
+/// not). Calls that would gain nothing (fewer than 2 * kMinTokensPerThread
+/// tokens), exceed the scratch, or have more than kMaxSegments segments run
+/// single-threaded on the caller: same result, no error. One call at a time
+/// per object (the scratch is shared).
 ///
 /// Cost: as CpuKernel, divided over the threads, plus
 /// O(threads * heads * head_dim) for the merge.
@@ -182,12 +213,34 @@ class ParallelCpuKernel {
   static constexpr int kMaxSegments = 8;
   static constexpr int kMaxThreads = 16;
 
+  /// With sinkkv's own pool, or none (nullptr).
   ParallelCpuKernel(ThreadPool* pool, int max_query_heads, int max_head_dim)
-      : pool_(pool), max_query_heads_(max_query_heads), max_head_dim_(max_head_dim) {
+      : ParallelCpuKernel(pool, max_query_heads, max_head_dim, 0) {}
+
+  /// With the caller's own pool type (see is_task_pool_v).
+  template <class Pool>
+  ParallelCpuKernel(Pool* pool, int max_query_heads, int max_head_dim)
+      : ParallelCpuKernel(pool, max_query_heads, max_head_dim, 0) {}
+
+ private:
+  template <class Pool>
+  ParallelCpuKernel(Pool* pool, int max_query_heads, int max_head_dim, int /*tag*/)
+      : max_query_heads_(max_query_heads), max_head_dim_(max_head_dim) {
+    static_assert(is_task_pool_v<Pool>,
+                  "sinkkv::ParallelCpuKernel: the pool needs `int num_threads() const` and "
+                  "`run(int count, IndexTask& task)` calling task(i) for every i in [0, count)");
     SINKKV_CHECK(max_query_heads >= 1 && max_head_dim >= 1,
                  "ParallelCpuKernel: max_query_heads " << max_query_heads << " and max_head_dim " << max_head_dim
                                                       << " must be >= 1");
-    const int partials = std::min(pool == nullptr ? 1 : pool->num_threads(), kMaxThreads) - 1;
+    int pool_threads = 1;
+    if (pool != nullptr) {
+      pool_threads = static_cast<int>(pool->num_threads());
+      SINKKV_CHECK(pool_threads >= 1, "ParallelCpuKernel: the pool reports num_threads() " << pool_threads
+                                                                                            << ", must be >= 1");
+      pool_ = pool;
+      run_ = [](void* p, int count, IndexTask& task) { static_cast<Pool*>(p)->run(count, task); };
+    }
+    const int partials = std::min(pool_threads, kMaxThreads) - 1;
     const std::size_t rows = static_cast<std::size_t>(partials) * static_cast<std::size_t>(max_query_heads);
     // Float and double scratch: the compute type is only known per call.
     float_scratch_.reset(new float[rows * static_cast<std::size_t>(max_head_dim + 1) + 1]);
@@ -195,6 +248,7 @@ class ParallelCpuKernel {
     max_partials_ = partials;
   }
 
+ public:
   /// Threads a call with `num_tokens` tokens would use.
   int threads_for(int num_tokens) const {
     const int by_size = num_tokens / kMinTokensPerThread;
@@ -238,9 +292,10 @@ class ParallelCpuKernel {
         part_out[p] = AttentionOutput<C>{base, args.head_dim, base + rows * max_head_dim_};
       }
     }
-    auto task = [&](int p) { CpuKernel{}(part_args[p], part_out[p]); };
-    if (pool_ != nullptr) {
-      pool_->run(threads, task);
+    auto work = [&](int p) { CpuKernel{}(part_args[p], part_out[p]); };
+    IndexTask task(work);
+    if (run_ != nullptr) {
+      run_(pool_, threads, task);
     } else {
       for (int p = 0; p < threads; ++p) task(p);
     }
@@ -257,7 +312,8 @@ class ParallelCpuKernel {
     }
   }
 
-  ThreadPool* pool_;
+  void* pool_ = nullptr;
+  void (*run_)(void* pool, int count, IndexTask& task) = nullptr;  // pool_'s run(), type-erased
   int max_query_heads_;
   int max_head_dim_;
   int max_partials_ = 0;

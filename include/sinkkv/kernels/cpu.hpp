@@ -204,7 +204,10 @@ struct CpuKernel {
           detail::simd::prefetch_l2(ahead.far_values + j * token_stride, ahead.row_bytes);
         }
         Vec value[kChunk];
-        for (int c = 0; c < kChunk; ++c) value[c] = detail::simd::keep_in_register(detail::simd::load(row + c * L));
+        for (int c = 0; c < kChunk; ++c) {
+          value[c] = detail::simd::load(row + c * L);
+          if constexpr (kHeads > 1) value[c] = detail::simd::keep_in_register(value[c]);
+        }
         for (int h = 0; h < kHeads; ++h) {
           const Vec w = detail::simd::broadcast(weights[h * kMaxBlockTokens + j]);
           for (int c = 0; c < kChunk; ++c) acc[h * kChunk + c] = detail::simd::fma(w, value[c], acc[h * kChunk + c]);

@@ -19,6 +19,7 @@
 #include <Eigen/Core>
 
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <sstream>
 #include <string>
@@ -225,10 +226,11 @@ struct RereadBaseline {
 
 // ---- the benchmark -------------------------------------------------------------
 
-enum class Kernel { kCpu, kEigen, kReread };
+enum class Kernel { kCpu, kCpuBfloat16Dot, kEigen, kReread };
 const char* kernel_name(Kernel k) {
   switch (k) {
     case Kernel::kCpu: return "cpu";
+    case Kernel::kCpuBfloat16Dot: return "cpu_bf16dot";
     case Kernel::kEigen: return "eigen_gemv";
     case Kernel::kReread: return "reread_per_head";
   }
@@ -239,7 +241,28 @@ template <class T>
 void check(const Problem<T>& p, const float* out, const float* lse, const char* what) {
   // Float arithmetic on the same stored K/V: 1e-4 leaves room for 65,536-term
   // sums in float (the test suite holds CpuKernel to 2e-5 on <= 3,000).
-  const double worst = bench::worst_error(out, p.shape.head_dim, lse, p.want, p.want_lse, p.shape.query_heads,
+  std::vector<double> rounded_want, rounded_want_lse;
+  const std::vector<double>* want = &p.want;
+  const std::vector<double>* want_lse = &p.want_lse;
+  if (std::strcmp(what, kernel_name(Kernel::kCpuBfloat16Dot)) == 0) {
+    // That kernel scores with the query rounded to bfloat16: so does its oracle.
+    auto round = [](std::vector<float> q) {
+      for (auto& x : q) x = static_cast<float>(Eigen::bfloat16(x));
+      return q;
+    };
+    const std::vector<float> sink_query = round(p.sink_query), window_query = round(p.window_query);
+    KVSegment<T> segments[3];
+    for (int s = 0; s < p.args.num_segments; ++s) {
+      segments[s] = p.segments[s];
+      segments[s].query = p.segments[s].query == p.sink_query.data() ? sink_query.data() : window_query.data();
+    }
+    AttentionArgs<T> args = p.args;
+    args.segments = segments;
+    bench::dense_oracle(args, rounded_want, rounded_want_lse);
+    want = &rounded_want;
+    want_lse = &rounded_want_lse;
+  }
+  const double worst = bench::worst_error(out, p.shape.head_dim, lse, *want, *want_lse, p.shape.query_heads,
                                           p.shape.head_dim, 1e-4);
   if (!(worst <= 1.0)) {
     std::fprintf(stderr, "%s: result differs from the oracle (worst error %.3g x tolerance) for %s n=%d\n", what,
@@ -268,6 +291,12 @@ void attention_benchmark(benchmark::State& state, Shape shape, int length, Kerne
           CpuKernel{}(p.args, result);
         }
         break;
+      case Kernel::kCpuBfloat16Dot: {
+        CpuKernel kernel;
+        kernel.bfloat16_dot_products = true;
+        kernel(p.args, result);
+        break;
+      }
       case Kernel::kEigen: eigen(p.args, result); break;
       case Kernel::kReread: RereadBaseline{}(p.args, result); break;
     }
@@ -338,6 +367,7 @@ void register_type(const std::vector<Shape>& shapes, const std::vector<int>& len
       };
       add(Kernel::kCpu, 1);
       add(Kernel::kCpu, 2);
+      if (CpuKernel::uses_bfloat16_dot<T>(shape.head_dim)) add(Kernel::kCpuBfloat16Dot, 1);
       add(Kernel::kEigen, 1);
       add(Kernel::kReread, 1);
     }

@@ -65,6 +65,16 @@ def attention_tables(data):
                     f"{time:.1f} | {med['bytes_per_second']/1e9:.1f} | **{med['roofline']:.2f}** | {best['roofline']:.2f} | "
                     f"{t_of(eig):.1f} | {t_of(eig)/time:.1f} | {t_of(rer):.1f} | {t_of(rer)/time:.1f} | "
                     f"{t_of(two):.1f} / {t_of(two, 'min'):.1f} | {time/t_of(two):.2f} |")
+    dot = [(k, r[("cpu_bf16dot", 1)], r[("cpu", 1)]) for k, r in sorted(rows.items()) if ("cpu_bf16dot", 1) in r and ("cpu", 1) in r]
+    if dot:
+        out.append("\n#### bfloat16 K/V with `bfloat16_dot_products` (query rounded to bfloat16, VDPBF16PS scores)\n")
+        out.append("| shape (q/kv/dim) | tokens | bound µs | CpuKernel µs (median) | **roofline median** | roofline best | × vs float-query CpuKernel |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        order = {s: i for i, s in enumerate(shapes)}
+        for (t, shape, length), d, c in sorted(dot, key=lambda x: (order.get(x[0][1], 9), x[0][2])):
+            med = d["median"]
+            out.append(f"| {shape} | {length} | {med['bound_us']:.1f} | {med['real_time']:.1f} | **{med['roofline']:.2f}** | "
+                       f"{d['max']['roofline']:.2f} | {c['median']['real_time']/med['real_time']:.2f} |")
     return "\n".join(out)
 
 

@@ -33,6 +33,7 @@ struct Case {
   int head_dim;
   std::vector<int> segment_lengths;
   bool alibi;
+  bool bfloat16_dot = false;  ///< CpuKernel::bfloat16_dot_products
 };
 
 std::string storage_name(Storage s) {
@@ -50,6 +51,7 @@ std::string describe(const Case& c) {
   os << storage_name(c.storage) << " q" << c.query_heads << " kv" << c.kv_heads << " d" << c.head_dim << " segs";
   for (int n : c.segment_lengths) os << "_" << n;
   os << (c.alibi ? " alibi" : "");
+  os << (c.bfloat16_dot ? " bf16dot" : "");
   return os.str();
 }
 
@@ -107,10 +109,25 @@ void run_case(const Case& c, unsigned seed) {
   std::vector<C> expected(static_cast<std::size_t>(c.query_heads) * out_stride, C(0));
   std::vector<C> actual(expected.size(), C(-7));  // garbage: the kernel overwrites
   std::vector<C> expected_lse(static_cast<std::size_t>(c.query_heads)), actual_lse(expected_lse.size());
-  sinkkv::ReferenceKernel{}(args, sinkkv::AttentionOutput<C>{expected.data(), out_stride, expected_lse.data()});
+  // With bfloat16 dot products in effect the kernel sees the query rounded
+  // to bfloat16; so does the reference, which stays exact otherwise.
+  sinkkv::CpuKernel kernel;
+  kernel.bfloat16_dot_products = c.bfloat16_dot;
+  const bool rounded = c.bfloat16_dot && sinkkv::CpuKernel::uses_bfloat16_dot<T>(c.head_dim);
+  std::vector<C> rounded_queries(queries);
+  for (auto& q : rounded_queries) q = static_cast<C>(static_cast<float>(Eigen::bfloat16(static_cast<float>(q))));
+  std::vector<sinkkv::KVSegment<T>> reference_segments(segments);
+  for (int s = 0; s < num_segments; ++s) {
+    reference_segments[s].query = (rounded ? rounded_queries : queries).data() +
+                                  static_cast<std::size_t>(s) * c.query_heads * c.head_dim;
+  }
+  sinkkv::AttentionArgs<T> reference_args = args;
+  reference_args.segments = reference_segments.data();
+  sinkkv::ReferenceKernel{}(reference_args,
+                            sinkkv::AttentionOutput<C>{expected.data(), out_stride, expected_lse.data()});
 
   const std::size_t before = sinkkv::testing::allocation_count;
-  sinkkv::CpuKernel{}(args, sinkkv::AttentionOutput<C>{actual.data(), out_stride, actual_lse.data()});
+  kernel(args, sinkkv::AttentionOutput<C>{actual.data(), out_stride, actual_lse.data()});
   EXPECT_EQ(sinkkv::testing::allocation_count - before, 0u) << "CpuKernel allocated during a call: " << describe(c);
 
   const double tolerance_scale = std::is_same_v<T, double> ? 1e-6 : 1.0;
@@ -163,6 +180,9 @@ std::vector<Case> all_cases() {
         for (bool alibi : {false, true}) {
           if (alibi && split.size() < 2 && split[0] != 17) continue;  // ALiBi on a subset, keep it quick
           cases.push_back({storage, shape.query_heads, shape.kv_heads, shape.head_dim, split, alibi});
+          if (storage == Storage::kBfloat16) {
+            cases.push_back({storage, shape.query_heads, shape.kv_heads, shape.head_dim, split, alibi, true});
+          }
         }
       }
     }
@@ -184,6 +204,17 @@ TEST(CpuKernel, LongTwoSegmentCache) {
   // Many blocks: the running maximum and output are rescaled many times.
   Case c{Storage::kFloat, 8, 2, 64, {4, 3000}, false};
   run_case<float>(c, 9);
+}
+
+TEST(CpuKernel, Bfloat16DotProductsChangeOnlyBfloat16Storage) {
+  // Rounding the query is a real change where the path exists: the sweep's
+  // reference follows it; here, that it is confined to bfloat16 storage.
+  EXPECT_FALSE(sinkkv::CpuKernel::uses_bfloat16_dot<float>(128));
+  EXPECT_FALSE(sinkkv::CpuKernel::uses_bfloat16_dot<Eigen::half>(128));
+  EXPECT_FALSE(sinkkv::CpuKernel::uses_bfloat16_dot<Eigen::bfloat16>(48));
+  EXPECT_FALSE(sinkkv::CpuKernel::uses_bfloat16_dot<Eigen::bfloat16>(512));
+  EXPECT_EQ(sinkkv::CpuKernel::uses_bfloat16_dot<Eigen::bfloat16>(128), sinkkv::detail::simd::kBfloat16Dot);
+  std::cout << "bfloat16 dot products: " << (sinkkv::detail::simd::kBfloat16Dot ? "VDPBF16PS" : "not built") << "\n";
 }
 
 TEST(CpuKernel, ReportsItsVectorPath) {

@@ -183,12 +183,30 @@ SINKKV_ALWAYS_INLINE Vec reduce_lanes(const Vec* v) {
                        _mm512_mask_shuffle_f32x4(c[0], kAllLanes, c[0], c[1], 0xDD));
 }
 
+#if defined(__AVX512BF16__)
+/// bfloat16 dot products (VDPBF16PS): 32 bfloat16 pairs per instruction.
+inline constexpr bool kBfloat16Dot = true;
+using BfloatPairs = __m512bh;
+inline BfloatPairs load_pairs(const Eigen::bfloat16* p) {
+  return reinterpret_cast<BfloatPairs>(_mm512_loadu_si512(static_cast<const void*>(p)));
+}
+/// acc[i] += a[2i] * b[2i] + a[2i + 1] * b[2i + 1], in float.
+inline Vec dot_pairs(Vec acc, BfloatPairs a, BfloatPairs b) { return _mm512_dpbf16_ps(acc, a, b); }
+/// 32 floats rounded to nearest-even bfloat16, stored at p.
+inline void store_rounded_pairs(Eigen::bfloat16* p, Vec low, Vec high) {
+  _mm512_storeu_si512(static_cast<void*>(p), reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(high, low)));
+}
+#else
+inline constexpr bool kBfloat16Dot = false;
+#endif
+
 #elif defined(__AVX2__) && defined(__FMA__)
 
 inline constexpr bool kAvailable = true;
 inline constexpr int kLanes = 8;
 inline constexpr int kAccumulators = 8;
 inline constexpr const char* kIsa = "avx2+fma";
+inline constexpr bool kBfloat16Dot = false;
 using Vec = __m256;
 
 inline Vec zero() { return _mm256_setzero_ps(); }
@@ -266,6 +284,7 @@ inline constexpr bool kAvailable = true;
 inline constexpr int kLanes = 4;
 inline constexpr int kAccumulators = 8;
 inline constexpr const char* kIsa = "sse2";
+inline constexpr bool kBfloat16Dot = false;
 using Vec = __m128;
 
 inline Vec zero() { return _mm_setzero_ps(); }
@@ -332,6 +351,7 @@ inline constexpr bool kAvailable = false;
 inline constexpr int kLanes = 1;
 inline constexpr int kAccumulators = 1;
 inline constexpr const char* kIsa = "none (Eigen fallback)";
+inline constexpr bool kBfloat16Dot = false;
 
 #endif
 

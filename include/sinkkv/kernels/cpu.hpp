@@ -39,6 +39,7 @@ namespace sinkkv {
 ///
 /// Arithmetic is float for float/half/bfloat16 (double for double); results
 /// match ReferenceKernel to float rounding (see tests/kernels_cpu_test.cpp).
+/// The one exception is opt-in: bfloat16_dot_products.
 /// Cost: O(num_query_heads * num_tokens * head_dim) flops,
 /// 2 * num_kv_heads * num_tokens * head_dim * sizeof(T) bytes read.
 struct CpuKernel {
@@ -50,6 +51,27 @@ struct CpuKernel {
   static constexpr int kMaxGroup = 16;
   /// How many blocks ahead keys and values are prefetched into L2.
   static constexpr int kFarBlocks = 8;
+
+  /// Largest head_dim for bfloat16_dot_products (the rounded query rows of
+  /// a group live on the stack: kMaxGroup x 256 x 2 bytes).
+  static constexpr int kMaxBfloat16DotHeadDim = 256;
+
+  /// Allows bfloat16 scores: for bfloat16 storage, the query is rounded to
+  /// bfloat16 (nearest-even, once per call) and the score dot products run
+  /// on bfloat16 pairs (VDPBF16PS), about twice as fast. Every score then
+  /// carries the query's rounding, a relative error up to 2^-9 of |q||k|,
+  /// as when ggml dots a bfloat16 cache. Takes effect only where
+  /// uses_bfloat16_dot() says so (AVX512-BF16 in the compiler flags,
+  /// bfloat16 storage, head_dim a multiple of 32 up to
+  /// kMaxBfloat16DotHeadDim); elsewhere it changes nothing. Off by default.
+  bool bfloat16_dot_products = false;
+
+  /// True when bfloat16_dot_products takes effect for storage T and this head size.
+  template <class T>
+  static constexpr bool uses_bfloat16_dot(int head_dim) {
+    return detail::simd::kBfloat16Dot && std::is_same_v<T, Eigen::bfloat16> && head_dim % 32 == 0 &&
+           head_dim <= kMaxBfloat16DotHeadDim;
+  }
 
   /// True when storage T with this head size takes the vectorised path.
   template <class T>
@@ -75,7 +97,7 @@ struct CpuKernel {
             // The KV head read after this pass, for prefetching across the boundary.
             const int next_kv = first + kMaxGroup < group ? kv : (kv + 1 < args.num_kv_heads ? kv + 1 : -1);
             Vectorized<T>::attend_heads(args, out, kv, kv * group + first, std::min(kMaxGroup, group - first),
-                                        next_kv);
+                                        next_kv, bfloat16_dot_products && uses_bfloat16_dot<T>(args.head_dim));
           }
         }
         return;
@@ -166,6 +188,64 @@ struct CpuKernel {
       }
       if (j < count) {
         score_tile<kHeads, false>(query, head_dim, keys + j * token_stride, token_stride, count - j, scale, scores, j);
+      }
+    }
+
+    /// score_tile with bfloat16 pairs: `query` holds the kHeads query rows
+    /// rounded to bfloat16 (head_dim apart), keys are read as stored, and
+    /// each VDPBF16PS covers 32 dimensions.
+    template <int kHeads, bool kFull>
+    SINKKV_ALWAYS_INLINE static void score_tile_pairs(const Eigen::bfloat16* query, int head_dim, const T* keys,
+                                                      std::ptrdiff_t token_stride, int valid, float scale,
+                                                      float* scores, int j0) {
+#if defined(__AVX512BF16__)
+      static_assert(std::is_same_v<T, Eigen::bfloat16>, "bfloat16 pairs need bfloat16 keys");
+      constexpr int kTokens = L / kHeads;
+      Vec acc[kHeads * kTokens];
+      const T* row[kTokens];
+      for (int t = 0; t < kTokens; ++t) row[t] = keys + (kFull ? t : std::min(t, valid - 1)) * token_stride;
+      for (int i = 0; i < kHeads * kTokens; ++i) acc[i] = detail::simd::zero();
+      for (int d = 0; d < head_dim; d += 2 * L) {
+        detail::simd::BfloatPairs key[kTokens];
+        for (int t = 0; t < kTokens; ++t) {
+          key[t] = detail::simd::load_pairs(row[t] + d);
+          if constexpr (kHeads > 1) key[t] = detail::simd::keep_in_register(key[t]);
+        }
+        for (int h = 0; h < kHeads; ++h) {
+          detail::simd::BfloatPairs q = detail::simd::load_pairs(query + h * head_dim + d);
+          if constexpr (kTokens > 1) q = detail::simd::keep_in_register(q);
+          for (int t = 0; t < kTokens; ++t) acc[h * kTokens + t] = detail::simd::dot_pairs(acc[h * kTokens + t], q, key[t]);
+        }
+      }
+      const Vec sums = detail::simd::mul(detail::simd::reduce_lanes(acc), detail::simd::broadcast(scale));
+      for (int h = 0; h < kHeads; ++h) {
+        detail::simd::store_lanes(scores + h * kMaxBlockTokens + j0 - h * kTokens, sums, h * kTokens,
+                                  kFull ? kTokens : valid);
+      }
+#else
+      (void)query, (void)head_dim, (void)keys, (void)token_stride, (void)valid, (void)scale, (void)scores, (void)j0;
+#endif
+    }
+
+    /// score_block over score_tile_pairs (see uses_bfloat16_dot).
+    template <int kHeads>
+    SINKKV_NOINLINE static void score_block_pairs(const Eigen::bfloat16* query, int head_dim, const T* keys,
+                                                  std::ptrdiff_t token_stride, int count, float scale, float* scores,
+                                                  const T* prefetch_rows, int prefetch_count) {
+      constexpr int kTokens = L / kHeads;
+      const std::size_t row_bytes = static_cast<std::size_t>(head_dim) * sizeof(T);
+      int j = 0;
+      for (; j < count; j += kTokens) {
+        for (int t = j; t < std::min(j + kTokens, prefetch_count); ++t) {
+          detail::simd::prefetch(prefetch_rows + t * token_stride, row_bytes);
+        }
+        if (j + kTokens > count) break;
+        score_tile_pairs<kHeads, true>(query, head_dim, keys + j * token_stride, token_stride, kTokens, scale,
+                                       scores, j);
+      }
+      if (j < count) {
+        score_tile_pairs<kHeads, false>(query, head_dim, keys + j * token_stride, token_stride, count - j, scale,
+                                        scores, j);
       }
     }
 
@@ -286,7 +366,11 @@ struct CpuKernel {
     }
 
     static void attend_heads(const AttentionArgs<T>& args, const AttentionOutput<float>& out, int kv,
-                             int first_head, int num_heads, int next_kv) {
+                             int first_head, int num_heads, int next_kv, bool bfloat16_dot) {
+      // The group's query rows rounded to bfloat16, for bfloat16_dot (only
+      // instantiated with room where it can be used).
+      constexpr bool kPairs = detail::simd::kBfloat16Dot && std::is_same_v<T, Eigen::bfloat16>;
+      alignas(64) Eigen::bfloat16 rounded_query[kPairs ? kMaxGroup * kMaxBfloat16DotHeadDim : 1];
       const int head_dim = args.head_dim;
       const int block_size = block_tokens(head_dim, sizeof(T));
       detail::SoftmaxState<float> state[kMaxGroup];
@@ -304,6 +388,16 @@ struct CpuKernel {
         const T* keys = segment.keys + kv * segment.head_stride;
         const T* values = segment.values + kv * segment.head_stride;
         const float* query = segment.query + first_head * head_dim;
+#if defined(__AVX512BF16__)
+        if constexpr (kPairs) {
+          if (bfloat16_dot) {
+            for (int i = 0; i < num_heads * head_dim; i += 2 * L) {
+              detail::simd::store_rounded_pairs(rounded_query + i, detail::simd::load(query + i),
+                                                detail::simd::load(query + i + L));
+            }
+          }
+        }
+#endif
         for (int block = 0; block < segment.length; block += block_size) {
           const int count = std::min(block_size, segment.length - block);
           const T* block_keys = keys + block * segment.token_stride;
@@ -313,9 +407,18 @@ struct CpuKernel {
           for_head_groups<kScoreHeads>(0, num_heads, [&](auto heads, int h0) {
             // The first head group also prefetches this block's values (long
             // rows only, like the far prefetch).
-            score_block<decltype(heads)::value>(query + h0 * head_dim, head_dim, block_keys, segment.token_stride,
-                                                count, args.scale, scores + h0 * kMaxBlockTokens, block_values,
-                                                h0 == 0 && prefetch_values ? count : 0);
+            constexpr int kHeads = decltype(heads)::value;
+            const int prefetch_count = h0 == 0 && prefetch_values ? count : 0;
+            if constexpr (kPairs) {
+              if (bfloat16_dot) {
+                score_block_pairs<kHeads>(rounded_query + h0 * head_dim, head_dim, block_keys,
+                                          segment.token_stride, count, args.scale, scores + h0 * kMaxBlockTokens,
+                                          block_values, prefetch_count);
+                return;
+              }
+            }
+            score_block<kHeads>(query + h0 * head_dim, head_dim, block_keys, segment.token_stride, count,
+                                args.scale, scores + h0 * kMaxBlockTokens, block_values, prefetch_count);
           });
 
           // 2. online softmax: bias, maximum, rescale, exp-weights
@@ -371,7 +474,8 @@ struct CpuKernel {
 
   template <class T>
   struct Vectorized<T, false> {
-    static void attend_heads(const AttentionArgs<T>&, const AttentionOutput<compute_t<T>>&, int, int, int, int) {}
+    static void attend_heads(const AttentionArgs<T>&, const AttentionOutput<compute_t<T>>&, int, int, int, int,
+                             bool) {}
   };
 
   /// dot(query, key) in four independent sums. Written out rather than as

@@ -213,6 +213,10 @@ class ParallelCpuKernel {
   static constexpr int kMaxSegments = 8;
   static constexpr int kMaxThreads = 16;
 
+  /// The kernel each thread runs on its range (its options, such as
+  /// bfloat16_dot_products, apply to every part).
+  CpuKernel kernel;
+
   /// With sinkkv's own pool, or none (nullptr).
   ParallelCpuKernel(ThreadPool* pool, int max_query_heads, int max_head_dim)
       : ParallelCpuKernel(pool, max_query_heads, max_head_dim, 0) {}
@@ -262,7 +266,7 @@ class ParallelCpuKernel {
     const int threads = threads_for(total);
     if (threads < 2 || args.num_segments > kMaxSegments || args.num_query_heads > max_query_heads_ ||
         args.head_dim > max_head_dim_) {
-      CpuKernel{}(args, out);
+      kernel(args, out);
       return;
     }
     C* scratch = scratch_for<C>();
@@ -292,7 +296,7 @@ class ParallelCpuKernel {
         part_out[p] = AttentionOutput<C>{base, args.head_dim, base + rows * max_head_dim_};
       }
     }
-    auto work = [&](int p) { CpuKernel{}(part_args[p], part_out[p]); };
+    auto work = [&](int p) { kernel(part_args[p], part_out[p]); };
     IndexTask task(work);
     if (run_ != nullptr) {
       run_(pool_, threads, task);

@@ -118,8 +118,7 @@ struct CpuKernel {
   struct Vectorized<T, true> {
     static constexpr int L = detail::simd::kLanes;
     using Vec = detail::simd::Vec;
-    /// Software prefetch (the far L2 prefetch and the values' L1 prefetch
-    /// during the score phase) pays off for rows of at least this many bytes
+    /// The far (L2) prefetch pays off for rows of at least this many bytes
     /// (float x 128 dims); for shorter rows the hardware prefetchers keep up
     /// and the extra instructions cost more than they hide (measured on Zen 5
     /// with float/half x 64/128 dims, see docs/performance.md).
@@ -382,7 +381,6 @@ struct CpuKernel {
         std::fill(out_rows[h], out_rows[h] + head_dim, 0.0f);
       }
 
-      const bool prefetch_values = static_cast<std::size_t>(head_dim) * sizeof(T) >= kPrefetchMinRowBytes;
       for (int s = 0; s < args.num_segments; ++s) {
         const KVSegment<T>& segment = args.segments[s];
         const T* keys = segment.keys + kv * segment.head_stride;
@@ -405,10 +403,11 @@ struct CpuKernel {
 
           // 1. scores
           for_head_groups<kScoreHeads>(0, num_heads, [&](auto heads, int h0) {
-            // The first head group also prefetches this block's values (long
-            // rows only, like the far prefetch).
+            // The first head group also prefetches this block's values (for
+            // every row size: without it, 256-byte rows from DRAM ran up to
+            // 2.3x slower).
             constexpr int kHeads = decltype(heads)::value;
-            const int prefetch_count = h0 == 0 && prefetch_values ? count : 0;
+            const int prefetch_count = h0 == 0 ? count : 0;
             if constexpr (kPairs) {
               if (bfloat16_dot) {
                 score_block_pairs<kHeads>(rounded_query + h0 * head_dim, head_dim, block_keys,

@@ -187,13 +187,12 @@ SINKKV_ALWAYS_INLINE Vec reduce_lanes(const Vec* v) {
 /// bfloat16 dot products (VDPBF16PS): 32 bfloat16 pairs per instruction.
 inline constexpr bool kBfloat16Dot = true;
 using BfloatPairs = __m512bh;
-inline BfloatPairs load_pairs(const Eigen::bfloat16* p) {
-  return reinterpret_cast<BfloatPairs>(_mm512_loadu_si512(static_cast<const void*>(p)));
-}
+/// 32 bfloat16 values at p (bfloat16 storage, or raw bits).
+inline BfloatPairs load_pairs(const void* p) { return reinterpret_cast<BfloatPairs>(_mm512_loadu_si512(p)); }
 /// acc[i] += a[2i] * b[2i] + a[2i + 1] * b[2i + 1], in float.
 inline Vec dot_pairs(Vec acc, BfloatPairs a, BfloatPairs b) { return _mm512_dpbf16_ps(acc, a, b); }
-/// 32 floats rounded to nearest-even bfloat16, stored at p.
-inline void store_rounded_pairs(Eigen::bfloat16* p, Vec low, Vec high) {
+/// 32 floats rounded to nearest-even bfloat16, stored at p as raw bits.
+inline void store_rounded_pairs(std::uint16_t* p, Vec low, Vec high) {
   _mm512_storeu_si512(static_cast<void*>(p), reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(high, low)));
 }
 #else

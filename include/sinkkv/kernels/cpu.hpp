@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 
 #include <Eigen/Core>
@@ -194,7 +195,7 @@ struct CpuKernel {
     /// rounded to bfloat16 (head_dim apart), keys are read as stored, and
     /// each VDPBF16PS covers 32 dimensions.
     template <int kHeads, bool kFull>
-    SINKKV_ALWAYS_INLINE static void score_tile_pairs(const Eigen::bfloat16* query, int head_dim, const T* keys,
+    SINKKV_ALWAYS_INLINE static void score_tile_pairs(const std::uint16_t* query, int head_dim, const T* keys,
                                                       std::ptrdiff_t token_stride, int valid, float scale,
                                                       float* scores, int j0) {
 #if defined(__AVX512BF16__)
@@ -228,7 +229,7 @@ struct CpuKernel {
 
     /// score_block over score_tile_pairs (see uses_bfloat16_dot).
     template <int kHeads>
-    SINKKV_NOINLINE static void score_block_pairs(const Eigen::bfloat16* query, int head_dim, const T* keys,
+    SINKKV_NOINLINE static void score_block_pairs(const std::uint16_t* query, int head_dim, const T* keys,
                                                   std::ptrdiff_t token_stride, int count, float scale, float* scores,
                                                   const T* prefetch_rows, int prefetch_count) {
       constexpr int kTokens = L / kHeads;
@@ -366,10 +367,11 @@ struct CpuKernel {
 
     static void attend_heads(const AttentionArgs<T>& args, const AttentionOutput<float>& out, int kv,
                              int first_head, int num_heads, int next_kv, bool bfloat16_dot) {
-      // The group's query rows rounded to bfloat16, for bfloat16_dot (only
-      // instantiated with room where it can be used).
+      // The group's query rows rounded to bfloat16 (raw bits: an array of
+      // Eigen::bfloat16 would be zero-filled on every call), for
+      // bfloat16_dot; only instantiated with room where it can be used.
       constexpr bool kPairs = detail::simd::kBfloat16Dot && std::is_same_v<T, Eigen::bfloat16>;
-      alignas(64) Eigen::bfloat16 rounded_query[kPairs ? kMaxGroup * kMaxBfloat16DotHeadDim : 1];
+      alignas(64) std::uint16_t rounded_query[kPairs ? kMaxGroup * kMaxBfloat16DotHeadDim : 1];
       const int head_dim = args.head_dim;
       const int block_size = block_tokens(head_dim, sizeof(T));
       detail::SoftmaxState<float> state[kMaxGroup];

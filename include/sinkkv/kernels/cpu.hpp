@@ -172,8 +172,10 @@ struct CpuKernel {
     /// Scores of `count` tokens for kHeads heads.
     /// Also prefetches row j of `prefetch_rows` (count rows) as it goes, so
     /// that the next phase finds them in L1 without a burst of misses.
-    template <int kHeads>
-    SINKKV_NOINLINE static void score_block(const float* query, int head_dim, const T* keys,
+    /// Query is float, or std::uint16_t for bfloat16 bits (uses_bfloat16_dot),
+    /// which selects the score_tile overload.
+    template <int kHeads, class Query>
+    SINKKV_NOINLINE static void score_block(const Query* query, int head_dim, const T* keys,
                                             std::ptrdiff_t token_stride, int count, float scale, float* scores,
                                             const T* prefetch_rows, int prefetch_count) {
       constexpr int kTokens = L / kHeads;
@@ -191,11 +193,12 @@ struct CpuKernel {
       }
     }
 
-    /// score_tile with bfloat16 pairs: `query` holds the kHeads query rows
+    /// score_tile with bfloat16 pairs (chosen by the query's type): `query`
+    /// holds the kHeads query rows
     /// rounded to bfloat16 (head_dim apart), keys are read as stored, and
     /// each VDPBF16PS covers 32 dimensions.
     template <int kHeads, bool kFull>
-    SINKKV_ALWAYS_INLINE static void score_tile_pairs(const std::uint16_t* query, int head_dim, const T* keys,
+    SINKKV_ALWAYS_INLINE static void score_tile(const std::uint16_t* query, int head_dim, const T* keys,
                                                       std::ptrdiff_t token_stride, int valid, float scale,
                                                       float* scores, int j0) {
 #if defined(__AVX512BF16__)
@@ -225,28 +228,6 @@ struct CpuKernel {
 #else
       (void)query, (void)head_dim, (void)keys, (void)token_stride, (void)valid, (void)scale, (void)scores, (void)j0;
 #endif
-    }
-
-    /// score_block over score_tile_pairs (see uses_bfloat16_dot).
-    template <int kHeads>
-    SINKKV_NOINLINE static void score_block_pairs(const std::uint16_t* query, int head_dim, const T* keys,
-                                                  std::ptrdiff_t token_stride, int count, float scale, float* scores,
-                                                  const T* prefetch_rows, int prefetch_count) {
-      constexpr int kTokens = L / kHeads;
-      const std::size_t row_bytes = static_cast<std::size_t>(head_dim) * sizeof(T);
-      int j = 0;
-      for (; j < count; j += kTokens) {
-        for (int t = j; t < std::min(j + kTokens, prefetch_count); ++t) {
-          detail::simd::prefetch(prefetch_rows + t * token_stride, row_bytes);
-        }
-        if (j + kTokens > count) break;
-        score_tile_pairs<kHeads, true>(query, head_dim, keys + j * token_stride, token_stride, kTokens, scale,
-                                       scores, j);
-      }
-      if (j < count) {
-        score_tile_pairs<kHeads, false>(query, head_dim, keys + j * token_stride, token_stride, count - j, scale,
-                                        scores, j);
-      }
     }
 
     /// out[h][chunk] = factor[h] * out[h][chunk] + sum_j p[h][j] * value_j[chunk]
@@ -412,9 +393,8 @@ struct CpuKernel {
             const int prefetch_count = h0 == 0 ? count : 0;
             if constexpr (kPairs) {
               if (bfloat16_dot) {
-                score_block_pairs<kHeads>(rounded_query + h0 * head_dim, head_dim, block_keys,
-                                          segment.token_stride, count, args.scale, scores + h0 * kMaxBlockTokens,
-                                          block_values, prefetch_count);
+                score_block<kHeads>(rounded_query + h0 * head_dim, head_dim, block_keys, segment.token_stride,
+                                    count, args.scale, scores + h0 * kMaxBlockTokens, block_values, prefetch_count);
                 return;
               }
             }

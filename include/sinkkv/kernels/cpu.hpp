@@ -50,8 +50,6 @@ struct CpuKernel {
   /// Query heads that share one read of a K/V row; larger groups are split
   /// into passes that each read the rows again.
   static constexpr int kMaxGroup = 16;
-  /// How many blocks ahead keys and values are prefetched into L2.
-  static constexpr int kFarBlocks = 8;
 
   /// Largest head_dim for bfloat16_dot_products (the rounded query rows of
   /// a group live on the stack: kMaxGroup x 256 x 2 bytes).
@@ -119,11 +117,6 @@ struct CpuKernel {
   struct Vectorized<T, true> {
     static constexpr int L = detail::simd::kLanes;
     using Vec = detail::simd::Vec;
-    /// The far (L2) prefetch pays off for rows of at least this many bytes
-    /// (float x 128 dims); for shorter rows the hardware prefetchers keep up
-    /// and the extra instructions cost more than they hide (measured on Zen 5
-    /// with float/half x 64/128 dims, see docs/performance.md).
-    static constexpr std::size_t kPrefetchMinRowBytes = 512;
     /// Query heads per score tile: with L / 4 heads x 4 tokens, each query
     /// and key vector loaded feeds 4 FMAs, so the loads (kScoreHeads + 4 per
     /// 16 FMAs with AVX-512) stay under the FMA throughput.
@@ -230,23 +223,23 @@ struct CpuKernel {
 #endif
     }
 
-    /// out[h][chunk] = factor[h] * out[h][chunk] + sum_j p[h][j] * value_j[chunk]
-    /// for kHeads heads and a chunk of kChunk vectors starting at column d0.
-    /// Rows to prefetch while a block's values are summed, one row (or pair)
-    /// per summed token: the next block's keys into L1, and the keys and
-    /// values kFarBlocks blocks ahead into L2, so that DRAM streams while
-    /// the core computes (hardware prefetchers alone left it idle half the
-    /// time on Zen 5).
+    /// Key rows to prefetch into L1 while a block's values are summed: the
+    /// next block's, one row per summed token, so that the score phase
+    /// starts on cached keys. Prefetching only one block ahead is measured:
+    /// prefetching 2 to 8 blocks ahead into L2 as well ran 1.1-2.3x slower
+    /// at every size (the hardware prefetchers already stream sequential
+    /// rows; the extra requests compete with them), see docs/performance.md.
     struct Prefetch {
-      const T* near = nullptr;
-      int near_count = 0;
-      const T* far_keys = nullptr;
-      const T* far_values = nullptr;
-      int far_count = 0;
+      const T* keys = nullptr;
+      std::ptrdiff_t token_stride = 0;
+      int count = 0;
       std::size_t row_bytes = 0;
     };
 
-    /// Row j of the prefetch lists is requested beside value row j.
+    /// out[h][chunk] = factor[h] * out[h][chunk] + sum_j p[h][j] * value_j[chunk]
+    /// for kHeads heads and a chunk of kChunk vectors starting at column d0.
+    /// Prefetch row j is requested beside value row j (rows past `count`
+    /// after the loop).
     template <int kHeads, int kChunk>
     SINKKV_ALWAYS_INLINE static void value_tile(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
                            int count, float* const* out_rows, int d0, const Prefetch& ahead) {
@@ -259,11 +252,7 @@ struct CpuKernel {
       }
       const T* row = values + d0;
       for (int j = 0; j < count; ++j, row += token_stride) {
-        if (j < ahead.near_count) detail::simd::prefetch(ahead.near + j * token_stride, ahead.row_bytes);
-        if (j < ahead.far_count) {
-          detail::simd::prefetch_l2(ahead.far_keys + j * token_stride, ahead.row_bytes);
-          detail::simd::prefetch_l2(ahead.far_values + j * token_stride, ahead.row_bytes);
-        }
+        if (j < ahead.count) detail::simd::prefetch(ahead.keys + j * ahead.token_stride, ahead.row_bytes);
         Vec value[kChunk];
         for (int c = 0; c < kChunk; ++c) {
           value[c] = detail::simd::load(row + c * L);
@@ -273,6 +262,9 @@ struct CpuKernel {
           const Vec w = detail::simd::broadcast(weights[h * kMaxBlockTokens + j]);
           for (int c = 0; c < kChunk; ++c) acc[h * kChunk + c] = detail::simd::fma(w, value[c], acc[h * kChunk + c]);
         }
+      }
+      for (int j = count; j < ahead.count; ++j) {
+        detail::simd::prefetch(ahead.keys + j * ahead.token_stride, ahead.row_bytes);
       }
       for (int h = 0; h < kHeads; ++h) {
         for (int c = 0; c < kChunk; ++c) detail::simd::store(out_rows[h] + d0 + c * L, acc[h * kChunk + c]);
@@ -311,39 +303,28 @@ struct CpuKernel {
       }
     }
 
-    /// Key and value rows of the block kFarBlocks blocks after block `block`
-    /// of segment `s`, in the order the kernel reads them: on through this
-    /// segment and the following ones, then into KV head `next_kv` (-1:
-    /// none) from its first segment. Without the step into the next head,
-    /// each head's first kFarBlocks blocks (all of them, for caches of a few
-    /// hundred tokens) would start cold.
-    struct Rows {
-      const T* keys = nullptr;
-      const T* values = nullptr;
-      int count = 0;
-    };
-    static Rows block_ahead(const AttentionArgs<T>& args, int kv, int next_kv, int s, int block, int block_size) {
-      int skip = kFarBlocks;
-      int head = kv;
-      int index = block / block_size;  // of the block in segment s; -1 before the first
-      bool crossed = false;
-      for (;;) {
-        const KVSegment<T>& segment = args.segments[s];
-        const int later = (segment.length + block_size - 1) / block_size - index - 1;  // blocks after `index`
-        if (later >= skip) {
-          const int first = (index + skip) * block_size;
-          const std::ptrdiff_t offset = head * segment.head_stride + first * segment.token_stride;
-          return Rows{segment.keys + offset, segment.values + offset, std::min(block_size, segment.length - first)};
-        }
-        skip -= later;
-        index = -1;
-        if (++s == args.num_segments) {
-          if (crossed || next_kv < 0) return Rows{};
-          crossed = true;
-          head = next_kv;
-          s = 0;
+    /// The key rows of the block the kernel reads after the block at token
+    /// `block` of segment `s`: the next one in this segment, else the first
+    /// of the next non-empty segment, else that of KV head `next_kv` (-1:
+    /// none). Crossing segments and heads keeps short caches, whose heads
+    /// are a few blocks each, from starting every head cold.
+    static Prefetch next_block(const AttentionArgs<T>& args, int kv, int next_kv, int s, int block, int block_size) {
+      Prefetch next;
+      next.row_bytes = static_cast<std::size_t>(args.head_dim) * sizeof(T);
+      int first = block + block_size;
+      for (int head = kv, pass = 0; pass < 2; ++pass, head = next_kv, s = 0, first = 0) {
+        if (head < 0) break;
+        for (; s < args.num_segments; ++s, first = 0) {
+          const KVSegment<T>& segment = args.segments[s];
+          if (first < segment.length) {
+            next.keys = segment.keys + head * segment.head_stride + first * segment.token_stride;
+            next.token_stride = segment.token_stride;
+            next.count = std::min(block_size, segment.length - first);
+            return next;
+          }
         }
       }
+      return Prefetch{};
     }
 
     static void attend_heads(const AttentionArgs<T>& args, const AttentionOutput<float>& out, int kv,
@@ -426,16 +407,7 @@ struct CpuKernel {
           }
 
           // 3. weighted values (prefetching ahead, see Prefetch)
-          Prefetch ahead;
-          ahead.row_bytes = static_cast<std::size_t>(head_dim) * sizeof(T);
-          ahead.near_count = std::min(block_size, segment.length - block - count);
-          if (ahead.near_count > 0) ahead.near = block_keys + count * segment.token_stride;
-          if (ahead.row_bytes >= kPrefetchMinRowBytes) {
-            const Rows far = block_ahead(args, kv, next_kv, s, block, block_size);
-            ahead.far_keys = far.keys;
-            ahead.far_values = far.values;
-            ahead.far_count = std::min(count, far.count);
-          }
+          const Prefetch ahead = next_block(args, kv, next_kv, s, block, block_size);
           for_head_groups<kMaxGroup>(0, num_heads, [&](auto heads, int h0) {
             constexpr int kHeads = decltype(heads)::value;
             constexpr int kChunk = std::max(1, detail::simd::kAccumulators / kHeads);

@@ -1,0 +1,48 @@
+# Compiles tests/codegen/kernel_instances.cpp to assembly and fails unless
+# every CpuKernel phase function (score_block, value_block) still contains a
+# prefetch instruction. Compilers may delete prefetches they consider dead
+# (GCC 12 once removed all of the value phase's, unnoticed, for a 1.5-2x
+# loss on caches larger than L3); results stay correct, so only the code shows it.
+#
+#   cmake -DCOMPILER=... -DFLAGS="-O3;-march=x86-64-v4" -DINCLUDE_DIR=... -DEIGEN_DIR=...
+#         -DSOURCE=.../kernel_instances.cpp -DWORK_DIR=... -P prefetch_check.cmake
+file(MAKE_DIRECTORY "${WORK_DIR}")
+set(assembly "${WORK_DIR}/kernel_instances.s")
+execute_process(
+  COMMAND "${COMPILER}" -std=c++17 ${FLAGS} -DNDEBUG -I "${INCLUDE_DIR}" -isystem "${EIGEN_DIR}" -S "${SOURCE}"
+          -o "${assembly}"
+  RESULT_VARIABLE status ERROR_VARIABLE errors)
+if(NOT status EQUAL 0)
+  message(FATAL_ERROR "compiling ${SOURCE} with ${COMPILER} ${FLAGS} failed:\n${errors}")
+endif()
+
+# Function labels and prefetch instructions only, in order.
+file(STRINGS "${assembly}" lines REGEX "^(_Z[A-Za-z0-9_.]+):|prefetch")
+set(current "")
+set(functions "")
+foreach(line IN LISTS lines)
+  if(line MATCHES "^(_Z[A-Za-z0-9_.]+):")
+    set(current "${CMAKE_MATCH_1}")
+    if(current MATCHES "(score|value)_block")
+      list(APPEND functions "${current}")
+      set(count_${current} 0)
+    endif()
+  elseif(current MATCHES "(score|value)_block" AND line MATCHES "prefetch")
+    math(EXPR count_${current} "${count_${current}} + 1")
+  endif()
+endforeach()
+
+list(LENGTH functions checked)
+if(checked EQUAL 0)
+  message(FATAL_ERROR "no score_block/value_block functions in ${assembly}: did the kernel's structure change?")
+endif()
+set(missing "")
+foreach(function IN LISTS functions)
+  if(count_${function} EQUAL 0)
+    string(APPEND missing "\n  ${function}")
+  endif()
+endforeach()
+if(missing)
+  message(FATAL_ERROR "${COMPILER} ${FLAGS}: no prefetch instruction left in:${missing}\n(see ${assembly})")
+endif()
+message(STATUS "${checked} kernel phase functions, each with its prefetches (${COMPILER} ${FLAGS})")

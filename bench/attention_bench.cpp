@@ -304,7 +304,7 @@ void attention_benchmark(benchmark::State& state, Shape shape, int length, Kerne
   run();
   check(p, out.data(), lse.data(), kernel_name(which));
 
-  const double bandwidth = bench::read_bandwidth(p.kv_bytes());
+  const double bandwidth = bench::bound_bandwidth(p.kv_bytes());
   const double bound = std::max(static_cast<double>(p.kv_bytes()) / bandwidth, p.flops() / bench::fma_peak());
   for (auto _ : state) {
     run();

@@ -43,7 +43,7 @@ def attention_tables(data):
     shapes = ["32/8/128", "8/8/64", "64/8/128"]
     for t in types:
         out.append(f"\n#### {t} K/V\n")
-        out.append("| shape (q/kv/dim) | tokens | K+V MiB | probe GB/s | bound µs | CpuKernel µs (median) | GB/s | **roofline median** | roofline best | Eigen µs | × vs Eigen | re-read µs | × vs re-read | 2 threads µs median / best | × 2 vs 1 thread |")
+        out.append("| shape (q/kv/dim) | tokens | K+V MiB | bound GB/s | bound µs | CpuKernel µs (median) | GB/s | **roofline median** | roofline best | Eigen µs | × vs Eigen | re-read µs | × vs re-read | 2 threads µs median / best | × 2 vs 1 thread |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for shape in shapes:
             for length in sorted({k[2] for k in rows if k[0] == t and k[1] == shape}):
@@ -75,6 +75,25 @@ def attention_tables(data):
             med = d["median"]
             out.append(f"| {shape} | {length} | {med['bound_us']:.1f} | {med['real_time']:.1f} | **{med['roofline']:.2f}** | "
                        f"{d['max']['roofline']:.2f} | {c['median']['real_time']/med['real_time']:.2f} |")
+    return "\n".join(out)
+
+
+def probe_table(data):
+    """Read-bandwidth probes of the run, and the envelope the bounds use
+    (bench::bound_bandwidth: each size raised to the best of the larger ones)."""
+    probes = {}
+    for b in data["benchmarks"]:
+        m = re.match(r"probe/read_bandwidth/(\d+)", b["name"])
+        if m and "best_GBps" in b and b.get("run_type") != "aggregate":
+            probes[int(m[1])] = b["best_GBps"]  # the same in every repetition (measured once)
+    if not probes:
+        return ""
+    out = ["\n#### Read-bandwidth probes of this run\n",
+           "| K+V MiB | probe GB/s (best of 7) | bound GB/s (envelope) |", "|---:|---:|---:|"]
+    sizes = sorted(probes)
+    for i, size in enumerate(sizes):
+        envelope = max(probes[s] for s in sizes[i:])
+        out.append(f"| {size / 2**20:g} | {probes[size]:.1f} | {envelope:.1f} |")
     return "\n".join(out)
 
 
@@ -126,6 +145,7 @@ def main():
               f"vector path {ctx.get('sinkkv_vector_path', '?')} -->")
         if "attention/" in names:
             print(attention_tables(data))
+            print(probe_table(data))
         if "append_evict" in names:
             print(cache_tables(data))
     return 0

@@ -325,7 +325,7 @@ void probe_bandwidth(benchmark::State& state) {
   const std::size_t n = bytes / sizeof(float);
   AlignedBuffer<float> buffer(n);
   for (std::size_t i = 0; i < n; ++i) buffer.get()[i] = 1e-3f;
-  for (auto _ : state) benchmark::DoNotOptimize(bench::sum_floats(buffer.get(), n));
+  for (auto _ : state) benchmark::DoNotOptimize(bench::sum_floats<1, 0>(buffer.get(), n));
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(bytes));
   state.counters["best_GBps"] = bench::read_bandwidth(bytes) * 1e-9;
 }

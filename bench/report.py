@@ -89,7 +89,7 @@ def probe_table(data):
     if not probes:
         return ""
     out = ["\n#### Read-bandwidth probes of this run\n",
-           "| K+V MiB | probe GB/s (best of 7) | bound GB/s (envelope) |", "|---:|---:|---:|"]
+           "| K+V MiB | probe GB/s (best pattern) | bound GB/s (envelope) |", "|---:|---:|---:|"]
     sizes = sorted(probes)
     for i, size in enumerate(sizes):
         envelope = max(probes[s] for s in sizes[i:])

@@ -225,10 +225,9 @@ struct CpuKernel {
 
     /// Key rows to prefetch into L1 while a block's values are summed: the
     /// next block's, one row per summed token, so that the score phase
-    /// starts on cached keys. Prefetching only one block ahead is measured:
-    /// prefetching 2 to 8 blocks ahead into L2 as well ran 1.1-2.3x slower
-    /// at every size (the hardware prefetchers already stream sequential
-    /// rows; the extra requests compete with them), see docs/performance.md.
+    /// starts on cached keys. One block ahead is measured: also prefetching
+    /// keys and values 2, 4 or 8 blocks ahead into L2 ran 1.05-2.3x slower
+    /// in every cell tried on Zen 5 (docs/performance.md).
     struct Prefetch {
       const T* keys = nullptr;
       std::ptrdiff_t token_stride = 0;

@@ -77,7 +77,11 @@ inline float sum_floats(const float* p, std::size_t n) {
   for (; i + kStep <= per_stream; i += kStep) {
     for (int stream = 0; stream < kStreams; ++stream) {
       const float* q = p + stream * per_stream + i;
-      if constexpr (kPrefetchBytes > 0) s::prefetch(q + kPrefetchBytes / sizeof(float), kStep * sizeof(float));
+      if constexpr (kPrefetchBytes > 0) {
+        if (i + kPrefetchBytes / sizeof(float) + kStep <= per_stream) {
+          s::prefetch(q + kPrefetchBytes / sizeof(float), kStep * sizeof(float));
+        }
+      }
       for (int k = 0; k < kVectors; ++k) {
         acc[stream * kVectors + k] = s::add(acc[stream * kVectors + k], s::load(q + k * L));
       }
@@ -123,10 +127,10 @@ inline double best_read_rate(const float* p, std::size_t n) {
 /// Sustained read bandwidth (bytes/s) for a working set of `bytes`, warm:
 /// the best of several read patterns (1, 2 or 4 interleaved streams, with
 /// and without software prefetch), each the best of 5 timings of repeated
-/// passes over one buffer (best_read_rate). One plain stream
-/// alone read up to 35 % less than two prefetched ones at 32 MiB on Zen 5,
-/// less than CpuKernel itself reached there. Cached per size: measured once
-/// per process.
+/// passes over one buffer (best_read_rate). One plain stream alone read
+/// about a quarter less than four prefetched ones at 32 MiB on Zen 5 (51 vs
+/// 69 GB/s), and at 128 MiB less than CpuKernel itself once reached.
+/// Cached per size: measured once per process.
 inline double read_bandwidth(std::size_t bytes) {
   std::map<std::size_t, double>& cache = measured_bandwidths();
   const auto it = cache.find(bytes);

@@ -1,8 +1,8 @@
 # Compiles tests/codegen/kernel_instances.cpp to assembly and fails unless
 # every CpuKernel phase function (score_block, value_block) still contains a
 # prefetch instruction. Compilers may delete prefetches they consider dead
-# (GCC 12 once removed all of the value phase's, unnoticed, for a 1.5-2x
-# loss on caches larger than L3); results stay correct, so only the code shows it.
+# (GCC 12 once removed all of the value phase's, unnoticed: up to 3x slower
+# on caches read from DRAM); results stay correct, so only the code shows it.
 #
 #   cmake -DCOMPILER=... -DFLAGS="-O3;-march=x86-64-v4" -DINCLUDE_DIR=... -DEIGEN_DIR=...
 #         -DSOURCE=.../kernel_instances.cpp -DWORK_DIR=... -P prefetch_check.cmake

@@ -41,19 +41,18 @@ namespace sinkkv::detail::simd {
 static_assert(sizeof(Eigen::half) == 2 && sizeof(Eigen::bfloat16) == 2,
               "sinkkv: Eigen::half and Eigen::bfloat16 must be 16-bit for the vector loads");
 
-/// Asks for the `bytes` bytes at `p` to be brought into cache ahead of use,
-/// one 64-byte line at a time: Locality 3 into every level (as
-/// _MM_HINT_T0), 2 into L2 and below (as _MM_HINT_T1). A no-op where the
-/// compiler has no prefetch builtin.
-/// Forced inline, with the wrappers below: GCC 12 sees no side effect in
-/// __builtin_prefetch, so a wrapper left out of line is inferred `const`
-/// and every call to it deleted as dead code (it silently removed all the
-/// value-phase prefetches of CpuKernel once the value tile was inlined).
-template <int Locality>
-SINKKV_ALWAYS_INLINE void prefetch_lines(const void* p, std::size_t bytes) {
+/// Asks for the `bytes` bytes at `p` to be brought into every cache level
+/// (as _MM_HINT_T0), one 64-byte line at a time. A no-op where the compiler
+/// has no prefetch builtin.
+/// Forced inline: GCC 12 sees no side effect in __builtin_prefetch, so a
+/// wrapper left out of line looks pure and calls to it are deleted as dead
+/// code (that silently removed all the value-phase prefetches of CpuKernel
+/// once its value tile was inlined; tests/codegen/prefetch_check.cmake now
+/// guards against it).
+SINKKV_ALWAYS_INLINE void prefetch(const void* p, std::size_t bytes) {
 #if defined(__GNUC__) || defined(__clang__)
   const char* bytes_p = static_cast<const char*>(p);
-  for (std::size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(bytes_p + offset, 0, Locality);
+  for (std::size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(bytes_p + offset, 0, 3);
 #else
   (void)p;
   (void)bytes;
@@ -70,11 +69,6 @@ inline V keep_in_register(V v) {
 #endif
   return v;
 }
-
-/// Into L1, for data needed within this block.
-SINKKV_ALWAYS_INLINE void prefetch(const void* p, std::size_t bytes) { prefetch_lines<3>(p, bytes); }
-/// Into L2 only, for data needed a few microseconds later.
-SINKKV_ALWAYS_INLINE void prefetch_l2(const void* p, std::size_t bytes) { prefetch_lines<2>(p, bytes); }
 
 /// exp(x) coefficients (Cephes expf, |rel. error| < 2 ulp on [-87, 88]).
 struct ExpConstants {

@@ -122,34 +122,62 @@ struct CpuKernel {
     /// 16 FMAs with AVX-512) stay under the FMA throughput.
     static constexpr int kScoreHeads = std::max(1, L / 4);
 
+    /// The operands of one score step, chosen by the query's type: float
+    /// vectors (L dimensions, FMA), or, for uses_bfloat16_dot, bfloat16
+    /// pairs (2L dimensions, VDPBF16PS) with the query rounded to bfloat16
+    /// bits beforehand.
+    SINKKV_ALWAYS_INLINE static Vec query_operand(const float* p) { return detail::simd::load(p); }
+    SINKKV_ALWAYS_INLINE static Vec key_operand(const T* p, const float* /*query type*/) {
+      return detail::simd::load(p);
+    }
+    SINKKV_ALWAYS_INLINE static Vec multiply_add(Vec acc, Vec query, Vec key) {
+      return detail::simd::fma(query, key, acc);
+    }
+#if defined(__AVX512BF16__)
+    SINKKV_ALWAYS_INLINE static detail::simd::BfloatPairs query_operand(const std::uint16_t* p) {
+      return detail::simd::load_pairs(p);
+    }
+    SINKKV_ALWAYS_INLINE static detail::simd::BfloatPairs key_operand(const T* p, const std::uint16_t* /*query type*/) {
+      static_assert(std::is_same_v<T, Eigen::bfloat16>, "bfloat16 pairs need bfloat16 keys");
+      return detail::simd::load_pairs(p);
+    }
+    SINKKV_ALWAYS_INLINE static Vec multiply_add(Vec acc, detail::simd::BfloatPairs query,
+                                                 detail::simd::BfloatPairs key) {
+      return detail::simd::dot_pairs(acc, query, key);
+    }
+#endif
+
     /// Scores of tokens [j0, j0 + valid) (valid <= kTokens) against kHeads
     /// query heads: a kHeads x kTokens register tile over the whole row,
     /// finished by one transposing reduction. A partial tile (kFull false)
     /// repeats the last valid row and discards its scores; full tiles skip
     /// that clamping, whose pointer arithmetic alone cost a third of the
-    /// tile's time (GPR pressure) on Zen 5.
-    template <int kHeads, bool kFull>
-    SINKKV_ALWAYS_INLINE static void score_tile(const float* query, int head_dim, const T* keys,
+    /// tile's time (GPR pressure) on Zen 5. `query` holds the kHeads query
+    /// rows, head_dim apart, as float or as bfloat16 bits (see query_operand).
+    template <int kHeads, bool kFull, class Query>
+    SINKKV_ALWAYS_INLINE static void score_tile(const Query* query, int head_dim, const T* keys,
                                                 std::ptrdiff_t token_stride, int valid, float scale, float* scores,
                                                 int j0) {
+      using Operand = decltype(query_operand(query));
       constexpr int kTokens = L / kHeads;
+      constexpr int kDims = sizeof(Operand) / sizeof(Query);  // per step
       Vec acc[kHeads * kTokens];  // lane h * kTokens + t of the reduction: head h, token t
       const T* row[kTokens];
       for (int t = 0; t < kTokens; ++t) row[t] = keys + (kFull ? t : std::min(t, valid - 1)) * token_stride;
       for (int i = 0; i < kHeads * kTokens; ++i) acc[i] = detail::simd::zero();
-      for (int d = 0; d < head_dim; d += L) {
-        // A vector that feeds several FMAs is loaded once into a register;
-        // one that feeds a single FMA is better folded into it as a memory
-        // operand (pinning 16 key rows for one head would spill).
-        Vec key[kTokens];
+      for (int d = 0; d < head_dim; d += kDims) {
+        // An operand that feeds several multiply-adds is loaded once into a
+        // register; one that feeds a single one is better folded into it as
+        // a memory operand (pinning 16 key rows for one head would spill).
+        Operand key[kTokens];
         for (int t = 0; t < kTokens; ++t) {
-          key[t] = detail::simd::load(row[t] + d);
+          key[t] = key_operand(row[t] + d, query);
           if constexpr (kHeads > 1) key[t] = detail::simd::keep_in_register(key[t]);
         }
         for (int h = 0; h < kHeads; ++h) {
-          Vec q = detail::simd::load(query + h * head_dim + d);
+          Operand q = query_operand(query + h * head_dim + d);
           if constexpr (kTokens > 1) q = detail::simd::keep_in_register(q);
-          for (int t = 0; t < kTokens; ++t) acc[h * kTokens + t] = detail::simd::fma(q, key[t], acc[h * kTokens + t]);
+          for (int t = 0; t < kTokens; ++t) acc[h * kTokens + t] = multiply_add(acc[h * kTokens + t], q, key[t]);
         }
       }
       const Vec sums = detail::simd::mul(detail::simd::reduce_lanes(acc), detail::simd::broadcast(scale));
@@ -165,8 +193,7 @@ struct CpuKernel {
     /// Scores of `count` tokens for kHeads heads.
     /// Also prefetches row j of `prefetch_rows` (count rows) as it goes, so
     /// that the next phase finds them in L1 without a burst of misses.
-    /// Query is float, or std::uint16_t for bfloat16 bits (uses_bfloat16_dot),
-    /// which selects the score_tile overload.
+    /// Query is float, or std::uint16_t for bfloat16 bits (uses_bfloat16_dot).
     template <int kHeads, class Query>
     SINKKV_NOINLINE static void score_block(const Query* query, int head_dim, const T* keys,
                                             std::ptrdiff_t token_stride, int count, float scale, float* scores,
@@ -184,43 +211,6 @@ struct CpuKernel {
       if (j < count) {
         score_tile<kHeads, false>(query, head_dim, keys + j * token_stride, token_stride, count - j, scale, scores, j);
       }
-    }
-
-    /// score_tile with bfloat16 pairs (chosen by the query's type): `query`
-    /// holds the kHeads query rows
-    /// rounded to bfloat16 (head_dim apart), keys are read as stored, and
-    /// each VDPBF16PS covers 32 dimensions.
-    template <int kHeads, bool kFull>
-    SINKKV_ALWAYS_INLINE static void score_tile(const std::uint16_t* query, int head_dim, const T* keys,
-                                                      std::ptrdiff_t token_stride, int valid, float scale,
-                                                      float* scores, int j0) {
-#if defined(__AVX512BF16__)
-      static_assert(std::is_same_v<T, Eigen::bfloat16>, "bfloat16 pairs need bfloat16 keys");
-      constexpr int kTokens = L / kHeads;
-      Vec acc[kHeads * kTokens];
-      const T* row[kTokens];
-      for (int t = 0; t < kTokens; ++t) row[t] = keys + (kFull ? t : std::min(t, valid - 1)) * token_stride;
-      for (int i = 0; i < kHeads * kTokens; ++i) acc[i] = detail::simd::zero();
-      for (int d = 0; d < head_dim; d += 2 * L) {
-        detail::simd::BfloatPairs key[kTokens];
-        for (int t = 0; t < kTokens; ++t) {
-          key[t] = detail::simd::load_pairs(row[t] + d);
-          if constexpr (kHeads > 1) key[t] = detail::simd::keep_in_register(key[t]);
-        }
-        for (int h = 0; h < kHeads; ++h) {
-          detail::simd::BfloatPairs q = detail::simd::load_pairs(query + h * head_dim + d);
-          if constexpr (kTokens > 1) q = detail::simd::keep_in_register(q);
-          for (int t = 0; t < kTokens; ++t) acc[h * kTokens + t] = detail::simd::dot_pairs(acc[h * kTokens + t], q, key[t]);
-        }
-      }
-      const Vec sums = detail::simd::mul(detail::simd::reduce_lanes(acc), detail::simd::broadcast(scale));
-      for (int h = 0; h < kHeads; ++h) {
-        detail::simd::store_lanes(scores + h * kMaxBlockTokens + j0 - h * kTokens, sums, h * kTokens,
-                                  kFull ? kTokens : valid);
-      }
-#else
-      (void)query, (void)head_dim, (void)keys, (void)token_stride, (void)valid, (void)scale, (void)scores, (void)j0;
-#endif
     }
 
     /// Key rows to prefetch into L1 while a block's values are summed: the

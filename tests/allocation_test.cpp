@@ -33,6 +33,7 @@ std::size_t allocations_while_streaming(const CacheConfig& config, int tokens) {
   std::vector<compute_t<T>> sink_logits(static_cast<std::size_t>(config.query_heads()), compute_t<T>(0.5));
   typename SinkKVCache<T>::Options options;
   options.sink_logits = sink_logits.data();
+  options.num_sink_logits = config.query_heads();
 
   const std::size_t before = allocation_count;
   for (int t = 0; t < tokens; ++t) {

@@ -146,6 +146,7 @@ template <class T, class Kernel>
   if (sink_logits != nullptr) {
     for (int q = 0; q < config.query_heads(); ++q) logits.push_back(static_cast<C>(sink_logits[q]));
     options.sink_logits = logits.data();
+    options.num_sink_logits = config.query_heads();
   }
   cache.attend(layer, heads_view(flat_query.data(), config.query_heads(), config.head_dim),
                output_view(out.data(), config.query_heads(), config.head_dim), kernel, options);

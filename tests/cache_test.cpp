@@ -60,7 +60,7 @@ TEST(SinkKVCache, AppendingALayerTwiceForOneTokenIsRejected) {
   cache.append(2, heads_view(rows.data(), 2, 8), heads_view(rows.data(), 2, 8));
   EXPECT_EQ(error_of([&] { cache.append(2, heads_view(rows.data(), 2, 8), heads_view(rows.data(), 2, 8)); }),
             "sinkkv: layer 2 appended twice for token 0; layer 1 has not received it (every layer takes each "
-            "token exactly once)");
+            "step exactly once)");
 }
 
 TEST(SinkKVCache, SkippedLayerIsReportedWhenTheNextTokenStarts) {
@@ -70,7 +70,7 @@ TEST(SinkKVCache, SkippedLayerIsReportedWhenTheNextTokenStarts) {
   // Layer 1 skipped; the engine moves on to the next token.
   EXPECT_EQ(error_of([&] { cache.append(0, heads_view(rows.data(), 2, 8), heads_view(rows.data(), 2, 8)); }),
             "sinkkv: layer 0 appended twice for token 0; layer 1 has not received it (every layer takes each "
-            "token exactly once)");
+            "step exactly once)");
 }
 
 TEST(SinkKVCache, LayersMayAppendInAnyOrder) {

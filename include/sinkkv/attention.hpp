@@ -256,6 +256,19 @@ void merge_partial(int num_heads, int head_dim, const AttentionOutput<C>& a, con
   }
 }
 
+/// Per-call options of a cache's attend().
+template <class C>
+struct AttendOptions {
+  /// Softmax scale; 0 means 1 / sqrt(head_dim). Must be finite.
+  C scale = 0;
+  /// gpt-oss-style learned sink logits: one extra softmax column per query
+  /// head with a zero value, [num_sink_logits] (must equal num_query_heads),
+  /// or nullptr for none. Finite or -infinity (no sink); NaN and +infinity
+  /// are rejected.
+  const C* sink_logits = nullptr;
+  int num_sink_logits = 0;
+};
+
 /// gpt-oss-style learned sinks: each head's softmax gets one extra logit with
 /// a zero value, so out *= e^lse / (e^lse + e^sink) and the log-sum-exp
 /// grows accordingly. Applied after the kernel; O(heads * dim).

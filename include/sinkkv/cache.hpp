@@ -1,63 +1,64 @@
-// sinkkv: the attention-sink KV cache.
+// sinkkv: the attention-sink KV cache of one sequence.
 #pragma once
 
-#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <new>
 #include <optional>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include <Eigen/Core>
 
-#include "alibi.hpp"
 #include "attention.hpp"
 #include "config.hpp"
 #include "detail/element.hpp"
+#include "detail/sequence.hpp"
+#include "detail/storage.hpp"
 #include "error.hpp"
 #include "positions.hpp"
-#include "rope.hpp"
 #include "views.hpp"
 
 namespace sinkkv {
 
-/// Per-call attention options.
-template <class C>
-struct AttendOptions {
-  /// Softmax scale; 0 means 1 / sqrt(head_dim).
-  C scale = 0;
-  /// [num_query_heads] learned sink logits (gpt-oss style: one extra softmax
-  /// column per head with a zero value), or nullptr for none.
-  const C* sink_logits = nullptr;
-};
-
 /// KV cache of one sequence, all layers: the first num_sinks tokens of the
 /// stream (the attention sinks, never evicted) plus a rolling window of the
 /// most recent `window` tokens, with positions re-assigned inside the cache
-/// (sinks 0..S-1, window after them, the newest token last).
+/// (sinks 0..S-1, window after them, the newest token last). Layers, or KV
+/// heads, may each have their own sinks and window (CacheConfig).
 ///
 /// Storage T is float, double, Eigen::half or Eigen::bfloat16; arithmetic is
 /// in compute_t<T> (float for the half types). All memory is allocated by the
-/// constructor; append() and attend() never allocate and never move cached
-/// rows (the window is a ring buffer).
+/// constructor; append(), attend() and begin_step() never allocate and never
+/// move cached rows (the window is a ring buffer).
 ///
-/// Protocol, per token: every layer appends the token's K/V exactly once,
-/// in any order; a layer may attend once it has appended. The first append
-/// after every layer has the previous token starts the next token. Breaking
-/// this (a layer twice, a layer skipped, attending before appending) throws.
+/// Protocol, per step (one token, or a chunk of up to max_chunk tokens):
+/// every layer appends the step's K/V exactly once, in any order, all with
+/// the same token count; a layer may attend once it has appended, with one
+/// query per appended token. The first append after every layer holds the
+/// previous step starts the next step. Breaking this (a layer twice, a layer
+/// skipped, attending before appending, a count that differs) throws before
+/// anything changes. An engine that tracks positions itself can also begin
+/// each step explicitly with begin_step(stream_index, count): every step is
+/// then verified, and a layer that skipped its append (even the first one to
+/// run) is reported at once, which the implicit protocol cannot always see.
 ///
 /// Positions stay exact and O(1) per token: keys are rotated once, at
 /// append, by their stream index. Within the window, cache-relative
 /// distances equal stream distances, so the query rotated by its stream
 /// index scores the window exactly; only the sinks need the query rotated
 /// by its cache position. The kernel merges both through one online softmax.
+/// A chunk's query i sees exactly what it would see had the tokens come one
+/// at a time (docs/design.md).
 ///
-/// Move-only: copying multi-megabyte state must be explicit (clone()).
-/// One thread at a time per cache (attend() writes per-cache scratch);
-/// separate caches are independent.
+/// Move-only: copying multi-megabyte state must be explicit (clone()). A
+/// moved-from cache is empty: observers report no tokens, and append,
+/// attend and the configuration observers throw sinkkv::Error until a cache
+/// is assigned to it. One thread at a time per cache (attend() writes
+/// per-cache scratch); separate caches are independent.
 template <class T>
 class SinkKVCache {
   static_assert(detail::ElementTraits<T>::kSupported,
@@ -68,34 +69,20 @@ class SinkKVCache {
   using compute_type = compute_t<T>;
   using Options = AttendOptions<compute_type>;
 
-  /// Allocates num_layers * 2 * num_kv_heads * capacity * head_dim elements.
-  /// Throws sinkkv::Error for a bad configuration.
-  explicit SinkKVCache(CacheConfig config)
-      : config_(validated(std::move(config))),
-        positions_(config_.num_sinks, config_.window),
-        head_elements_(static_cast<std::size_t>(config_.capacity()) * static_cast<std::size_t>(config_.head_dim)),
-        layer_token_(static_cast<std::size_t>(config_.num_layers), 0) {
-    const std::size_t blocks = static_cast<std::size_t>(config_.num_layers) * 2 *
-                               static_cast<std::size_t>(config_.num_kv_heads);
-    SINKKV_CHECK(head_elements_ <= std::numeric_limits<std::size_t>::max() / sizeof(T) / blocks,
-                 "cache of " << blocks << " x " << head_elements_ << " elements overflows size_t");
-    storage_.assign(blocks * head_elements_, T(0));
-
-    const std::size_t query_elements =
-        static_cast<std::size_t>(config_.query_heads()) * static_cast<std::size_t>(config_.head_dim);
-    query_stream_frame_.assign(query_elements, compute_type(0));
-    query_cache_frame_.assign(query_elements, compute_type(0));
-    log_sum_exp_.assign(static_cast<std::size_t>(config_.query_heads()), compute_type(0));
-
-    if (config_.encoding.kind == PositionEncoding::Kind::kRope) {
-      rope_.emplace(config_.encoding.rope, config_.head_dim);
-      stream_rotation_ = rope_->make_rotation();
-      cache_rotation_ = rope_->make_rotation();
-    } else if (config_.encoding.kind == PositionEncoding::Kind::kAlibi) {
-      const std::vector<double> slopes = config_.encoding.alibi.slopes.empty()
-                                             ? alibi_slopes(config_.query_heads())
-                                             : config_.encoding.alibi.slopes;
-      for (double slope : slopes) alibi_slopes_.push_back(static_cast<compute_type>(slope));
+  /// Allocates every layer's storage: sum over KV heads of 2 x (num_sinks +
+  /// window + max_chunk - 1) x head_dim elements. Throws sinkkv::Error for a
+  /// bad configuration, or storage that cannot be allocated, before
+  /// allocating anything else.
+  explicit SinkKVCache(CacheConfig config) {
+    config.validate();
+    const std::uint64_t elements = config.storage_elements();
+    SINKKV_CHECK(elements <= std::numeric_limits<std::size_t>::max() / sizeof(T),
+                 "cache storage of " << elements << " elements overflows size_t");
+    auto model = std::make_shared<const detail::CacheModel<compute_type>>(std::move(config));
+    try {
+      state_ = std::make_unique<State>(std::move(model));
+    } catch (const std::bad_alloc&) {
+      SINKKV_CHECK(false, "cannot allocate " << elements * sizeof(T) << " bytes of cache storage");
     }
   }
 
@@ -105,83 +92,117 @@ class SinkKVCache {
   ~SinkKVCache() = default;
 
   /// A deep copy (allocates as much as the constructor), e.g. to fork a
-  /// conversation.
+  /// conversation. The copy of a moved-from cache is empty too.
   SinkKVCache clone() const { return SinkKVCache(*this); }
 
-  /// Forgets every token; keeps the memory. O(num_layers).
+  /// Forgets every token; keeps the memory. O(num_layers + groups).
   void reset() noexcept {
-    positions_.clear();
-    std::fill(layer_token_.begin(), layer_token_.end(), 0);
-    layers_done_ = 0;
+    if (state_) state_->sequence.clear();
   }
 
   // ---- observers ---------------------------------------------------------
 
-  const CacheConfig& config() const { return config_; }
-  const CachePositions& positions() const { return positions_; }
-  std::uint64_t tokens_seen() const { return positions_.tokens_seen(); }
-  int size() const { return positions_.size(); }
-  int capacity() const { return positions_.capacity(); }
-  int num_sinks() const { return positions_.num_sinks(); }
-  int window() const { return positions_.window(); }
-  int num_layers() const { return config_.num_layers; }
+  const CacheConfig& config() const { return live("config").model->config; }
+  std::uint64_t tokens_seen() const { return state_ ? state_->sequence.tokens_seen() : 0; }
+  int num_layers() const { return state_ ? config().num_layers : 0; }
+  /// True when every layer holds the current step (or no step was begun).
+  bool token_complete() const { return !state_ || state_->sequence.protocol().step_complete(); }
+  /// Tokens of the current step (0 before the first).
+  int step_length() const { return state_ ? state_->sequence.protocol().step_length() : 0; }
+  /// Bytes of K/V storage (0 for a moved-from cache).
+  std::size_t storage_bytes() const { return state_ ? state_->store.bytes() : 0; }
+
+  /// Position bookkeeping of one KV head of one layer.
+  const CachePositions& positions(int layer, int kv_head) const {
+    const State& state = live("positions");
+    check_head(layer, kv_head, "positions");
+    return state.sequence.positions(state.model->groups.group_of(layer, kv_head));
+  }
+  /// Position bookkeeping of a uniform cache (every head keeps the same
+  /// tokens); throws for per-layer/per-head policies (use positions(layer,
+  /// kv_head)).
+  const CachePositions& positions() const {
+    const State& state = live("positions");
+    SINKKV_CHECK(state.model->groups.num_groups() == 1,
+                 "positions(): layers or heads keep different tokens; ask positions(layer, kv_head)");
+    return state.sequence.positions(0);
+  }
+  /// The uniform cache's size, capacity, sinks and window (see positions()).
+  int size() const { return state_ ? positions().size() : 0; }
+  int capacity() const { return positions().capacity(); }
+  int num_sinks() const { return positions().num_sinks(); }
+  int window() const { return positions().window(); }
   /// Stream index of the token at `cache_position` (0 <= it < size()).
-  std::uint64_t stream_index(int cache_position) const { return positions_.stream_index(cache_position); }
+  std::uint64_t stream_index(int cache_position) const { return positions().stream_index(cache_position); }
   /// Cache position of a stream token; nullopt if evicted or not yet seen.
   std::optional<int> cache_position(std::uint64_t stream_index) const {
-    return positions_.cache_position(stream_index);
+    return positions().cache_position(stream_index);
   }
-  /// True when every layer holds the newest token (or no token was seen).
-  bool token_complete() const { return layers_done_ == config_.num_layers || tokens_seen() == 0; }
-  /// Bytes of K/V storage.
-  std::size_t storage_bytes() const { return storage_.size() * sizeof(T); }
-  /// Log-sum-exp per query head of the last attend() (after sink logits).
-  const compute_type* log_sum_exp() const { return log_sum_exp_.data(); }
 
-  /// Stored key row (rotated by the token's stream index under RoPE) of a
-  /// cache position; for inspection and tests. [head_dim]
+  /// Log-sum-exp per query head of the last single-token attend (after sink
+  /// logits), [num_query_heads], for a layer whose KV heads share one
+  /// policy. In general use log_sum_exp(query, head).
+  const compute_type* log_sum_exp() const { return live("log_sum_exp").sequence.log_sum_exp(); }
+  /// Log-sum-exp of query `query` (0 <= query < step_length()), query head
+  /// `head`, of the last attend.
+  compute_type log_sum_exp(int query, int head) const {
+    const State& state = live("log_sum_exp");
+    const int layer = state.sequence.last_attended_layer;
+    SINKKV_CHECK(layer >= 0, "log_sum_exp: nothing was attended yet");
+    const int n = state.sequence.protocol().step_length();
+    SINKKV_CHECK(query >= 0 && query < n && head >= 0 && head < config().query_heads(),
+                 "log_sum_exp(" << query << ", " << head << ") outside [0, " << n << ") x [0, "
+                                << config().query_heads() << ")");
+    const int group = config().group_size();
+    const detail::PolicyGroups::HeadRun* run = state.model->groups.runs(layer);
+    while (head >= (run->first_kv_head + run->num_kv_heads) * group) ++run;
+    const int first_head = run->first_kv_head * group;
+    const int heads = run->num_kv_heads * group;
+    return state.sequence.log_sum_exp()[static_cast<std::ptrdiff_t>(n) * first_head + query * heads +
+                                        (head - first_head)];
+  }
+
+  /// Stored key row (rotated by the token's stream index under RoPE) of the
+  /// token at `cache_position` of one KV head; for inspection and tests.
+  /// [head_dim]
   const T* key_row(int layer, int kv_head, int cache_position) const {
-    check_layer(layer, "key_row");
-    return row(layer, 0, kv_head, positions_.slot(cache_position));
+    return stored_row(layer, kv_head, cache_position, 0, "key_row");
   }
   const T* value_row(int layer, int kv_head, int cache_position) const {
-    check_layer(layer, "value_row");
-    return row(layer, 1, kv_head, positions_.slot(cache_position));
+    return stored_row(layer, kv_head, cache_position, 1, "value_row");
   }
 
   // ---- writing -----------------------------------------------------------
 
+  /// Begins the next step explicitly: `num_tokens` tokens starting at stream
+  /// index `stream_index`, which must be tokens_seen(), after every layer
+  /// appended the previous step. From then on every step of this sequence
+  /// must be begun so (until reset()). Evicts as the step needs. O(1) per
+  /// token; no allocation. Throws on misuse, before changing anything.
+  void begin_step(std::uint64_t stream_index, int num_tokens = 1) {
+    State& state = live("begin_step");
+    state.sequence.protocol().check_begin_step(stream_index, num_tokens, config().max_chunk);
+    state.sequence.advance(num_tokens);
+    state.sequence.protocol().record_begin_step(num_tokens);
+  }
+
   /// Stores one token's keys and values for `layer`: both [num_kv_heads,
-  /// head_dim] in any strides. Starts a new token if every layer holds the
-  /// previous one (evicting the oldest window token when full). O(num_kv_heads
-  /// * head_dim); no allocation. Throws on misuse, before changing anything.
+  /// head_dim] in any strides. Starts a new step if every layer holds the
+  /// previous one (evicting the oldest window token when full).
+  /// O(num_kv_heads * head_dim); no allocation. Throws on misuse, before
+  /// changing anything.
   template <class Src>
   void append(int layer, const HeadsView<Src>& keys, const HeadsView<Src>& values) {
-    check_layer(layer, "append");
-    check_input(keys, config_.num_kv_heads, "keys");
-    check_input(values, config_.num_kv_heads, "values");
-    if (token_complete()) {
-      begin_token();
-    } else {
-      SINKKV_CHECK(layer_token_[static_cast<std::size_t>(layer)] != tokens_seen(),
-                   "layer " << layer << " appended twice for token " << positions_.newest_stream_index()
-                            << "; layer " << first_layer_missing_token()
-                            << " has not received it (every layer takes each token exactly once)");
-    }
-    const int slot = positions_.newest_slot();
-    for (int head = 0; head < config_.num_kv_heads; ++head) {
-      T* key = row(layer, 0, head, slot);
-      T* value = row(layer, 1, head, slot);
-      const auto key_in = [&](int d) { return keys(head, d); };
-      if (rope_) {
-        rope_->rotate(stream_rotation_, key_in, key);
-      } else {
-        for (int d = 0; d < config_.head_dim; ++d) key[d] = detail::from_double<T>(detail::to_double(key_in(d)));
-      }
-      for (int d = 0; d < config_.head_dim; ++d) value[d] = detail::from_double<T>(detail::to_double(values(head, d)));
-    }
-    layer_token_[static_cast<std::size_t>(layer)] = tokens_seen();
-    ++layers_done_;
+    append(layer, single(keys), single(values));
+  }
+
+  /// Stores a chunk of tokens' keys and values for `layer`: both
+  /// [num_tokens, num_kv_heads, head_dim] in any strides (tokens_view), at
+  /// most max_chunk tokens. Every layer appends the same tokens.
+  template <class Src>
+  void append(int layer, const TokensView<Src>& keys, const TokensView<Src>& values) {
+    State& state = live("append");
+    detail::append_rows(state.sequence, state.store, layer, keys, values, [](int) {});
   }
 
   /// Eigen input: [num_kv_heads, head_dim] matrices, maps or blocks (any
@@ -194,72 +215,52 @@ class SinkKVCache {
 
   // ---- attention ---------------------------------------------------------
 
-  /// The kernel arguments for `query` ([num_query_heads, head_dim]) on
-  /// `layer`: the query rotated into the sink and window frames, and the
-  /// layer's cached tokens as at most three segments (sinks, and the window
-  /// ring as one or two runs). The result points into this cache and is
-  /// valid until its next append/prepare/attend. No allocation.
+  /// The kernel arguments for a one-token step's `query` ([num_query_heads,
+  /// head_dim]) on `layer`: the query rotated into the sink and window
+  /// frames, and the layer's cached tokens as at most three segments (sinks,
+  /// and the window ring as one or two runs). The result points into this
+  /// cache and is valid until its next append/prepare/attend. For layers
+  /// whose KV heads share one policy. No allocation.
   template <class Src>
   AttentionArgs<T> prepare(int layer, const HeadsView<Src>& query, compute_type scale = 0) {
-    check_layer(layer, "attend");
-    SINKKV_CHECK(tokens_seen() > 0, "attend on layer " << layer << " of an empty cache");
-    SINKKV_CHECK(layer_token_[static_cast<std::size_t>(layer)] == tokens_seen(),
-                 "attend on layer " << layer << " before it appended token " << positions_.newest_stream_index());
-    check_input(query, config_.query_heads(), "query");
-
-    const bool evicted = positions_.evicted() > 0;
-    load_query(query, stream_rotation_, query_stream_frame_.data());
-    const compute_type* sink_query = query_stream_frame_.data();
-    if (rope_ && evicted) {  // before any eviction, cache position == stream index
-      load_query(query, cache_rotation_, query_cache_frame_.data());
-      sink_query = query_cache_frame_.data();
-    }
-
-    const int query_position = positions_.query_position();
-    int count = 0;
-    if (positions_.cached_sinks() > 0) {
-      segments_[count++] = segment(layer, 0, positions_.cached_sinks(), sink_query, query_position);
-    }
-    std::array<CachePositions::WindowRun, 2> runs;
-    const int num_runs = positions_.window_runs(runs);
-    for (int r = 0; r < num_runs; ++r) {
-      const int first_position =
-          positions_.cached_sinks() + static_cast<int>(runs[r].first_stream_index - positions_.first_window_index());
-      segments_[count++] = segment(layer, runs[r].first_slot, runs[r].length, query_stream_frame_.data(),
-                                   query_position - first_position);
-    }
-
-    AttentionArgs<T> args;
-    args.num_query_heads = config_.query_heads();
-    args.num_kv_heads = config_.num_kv_heads;
-    args.head_dim = config_.head_dim;
-    args.scale = scale != 0 ? scale : compute_type(1) / std::sqrt(static_cast<compute_type>(config_.head_dim));
-    args.alibi_slopes = alibi_slopes_.empty() ? nullptr : alibi_slopes_.data();
-    args.segments = segments_.data();
-    args.num_segments = count;
-    return args;
+    State& state = live("prepare");
+    const CacheConfig& c = config();
+    SINKKV_CHECK(layer >= 0 && layer < c.num_layers,
+                 "attend: layer " << layer << " outside [0, num_layers " << c.num_layers << ")");
+    state.sequence.protocol().check_attend(layer, 1);
+    detail::check_input(single(query), 1, c.query_heads(), c.head_dim, "query");
+    detail::check_options(Options{scale, nullptr, 0}, c.query_heads(), layer);
+    SINKKV_CHECK(state.model->groups.num_runs(layer) == 1,
+                 "prepare on layer " << layer << ": its KV heads keep different tokens; use attend()");
+    const detail::PolicyGroups::HeadRun& run = state.model->groups.runs(layer)[0];
+    compute_type* stream_rows = state.sequence.stream_rows();
+    const compute_type* sink_rows =
+        detail::load_queries(state.sequence, run, single(query), stream_rows, state.sequence.sink_rows());
+    const compute_type resolved = scale != 0 ? scale : compute_type(1) / std::sqrt(static_cast<compute_type>(c.head_dim));
+    return detail::single_query_args(state.sequence, state.store, run, stream_rows, sink_rows, resolved);
   }
 
-  /// Attention of `query` ([num_query_heads, head_dim]) over every cached
-  /// token of `layer`, written to `out` ([num_query_heads, head_dim], rows
-  /// contiguous). `kernel` is any attention kernel (see attention.hpp).
-  /// No allocation beyond what the kernel does (ours: none).
+  /// Attention of a one-token step's `query` ([num_query_heads, head_dim])
+  /// over every token `layer` keeps, written to `out` ([num_query_heads,
+  /// head_dim], rows contiguous). `kernel` is any attention kernel (see
+  /// attention.hpp). No allocation beyond what the kernel does (ours: none).
   template <class Kernel, class Src>
   void attend(int layer, const HeadsView<Src>& query, const MutableHeadsView<compute_type>& out, Kernel&& kernel,
               const Options& options = {}) {
-    static_assert(is_attention_kernel_v<std::remove_reference_t<Kernel>, T>,
-                  "sinkkv: the kernel must be callable as kernel(const AttentionArgs<T>&, "
-                  "const AttentionOutput<compute_t<T>>&); see attention.hpp");
-    SINKKV_CHECK(out.data != nullptr, "attend on layer " << layer << ": output pointer is null");
-    SINKKV_CHECK(out.num_heads == config_.query_heads() && out.head_dim == config_.head_dim,
-                 "attend on layer " << layer << ": output is [" << out.num_heads << ", " << out.head_dim
-                                    << "], expected [" << config_.query_heads() << ", " << config_.head_dim << "]");
-    const AttentionArgs<T> args = prepare(layer, query, options.scale);
-    const AttentionOutput<compute_type> result{out.data, out.head_stride, log_sum_exp_.data()};
-    kernel(args, result);
-    if (options.sink_logits != nullptr) {
-      apply_sink_logits(args.num_query_heads, args.head_dim, options.sink_logits, result);
-    }
+    attend(layer, single(query), MutableTokensView<compute_type>{out.data, 1, out.num_heads, out.head_dim, 0, out.head_stride},
+           std::forward<Kernel>(kernel), options);
+  }
+
+  /// Attention of a step's queries ([num_tokens, num_query_heads, head_dim],
+  /// one per appended token) on `layer`, written to `out` ([num_tokens,
+  /// num_query_heads, head_dim]): query i sees the sinks and the window of
+  /// its own token, as had the tokens come one at a time. Queries and output
+  /// may alias (queries are read first).
+  template <class Kernel, class Src>
+  void attend(int layer, const TokensView<Src>& queries, const MutableTokensView<compute_type>& out, Kernel&& kernel,
+              const Options& options = {}) {
+    State& state = live("attend");
+    detail::attend_rows(state.sequence, state.store, layer, queries, out, kernel, options);
   }
 
   /// Eigen form: `query` a [num_query_heads, head_dim] matrix, map or block;
@@ -286,11 +287,49 @@ class SinkKVCache {
   }
 
  private:
-  SinkKVCache(const SinkKVCache&) = default;  // only through clone()
+  /// Everything a live cache owns; a moved-from cache owns none of it.
+  struct State {
+    explicit State(std::shared_ptr<const detail::CacheModel<compute_type>> shared)
+        : model(std::move(shared)),
+          sequence(*model, 1 + 2),  // sinks and the window's two ring runs
+          store(model->config, model->groups) {}
+    State(const State& other)
+        : model(other.model), sequence(other.sequence), store(other.store.copy()) {}
 
-  static CacheConfig validated(CacheConfig config) {
-    config.validate();
-    return config;
+    std::shared_ptr<const detail::CacheModel<compute_type>> model;  // immutable; shared by clones
+    detail::Sequence<T> sequence;
+    detail::ContiguousStore<T> store;
+  };
+
+  SinkKVCache(const SinkKVCache& other)  // only through clone()
+      : state_(other.state_ ? std::make_unique<State>(*other.state_) : nullptr) {}
+
+  const State& live(const char* operation) const {
+    SINKKV_CHECK(state_ != nullptr, operation << " on a moved-from SinkKVCache (it holds no storage; assign a cache "
+                                                 "to it first)");
+    return *state_;
+  }
+  State& live(const char* operation) { return const_cast<State&>(std::as_const(*this).live(operation)); }
+
+  void check_head(int layer, int kv_head, const char* operation) const {
+    const CacheConfig& c = config();
+    SINKKV_CHECK(layer >= 0 && layer < c.num_layers,
+                 operation << ": layer " << layer << " outside [0, num_layers " << c.num_layers << ")");
+    SINKKV_CHECK(kv_head >= 0 && kv_head < c.num_kv_heads,
+                 operation << ": KV head " << kv_head << " outside [0, num_kv_heads " << c.num_kv_heads << ")");
+  }
+
+  const T* stored_row(int layer, int kv_head, int cache_position, int kind, const char* operation) const {
+    const State& state = live(operation);
+    check_head(layer, kv_head, operation);
+    const int group = state.model->groups.group_of(layer, kv_head);
+    const int slot = state.sequence.positions(group).slot(cache_position);
+    return state.store.row(group, state.model->groups.member_of(layer, kv_head), kind, slot);
+  }
+
+  template <class Src>
+  static TokensView<Src> single(const HeadsView<Src>& view) {
+    return TokensView<Src>{view.data, 1, view.num_heads, view.head_dim, 0, view.head_stride, view.element_stride};
   }
 
   template <class Derived>
@@ -306,89 +345,7 @@ class SinkKVCache {
                              static_cast<std::ptrdiff_t>(matrix.colStride())};
   }
 
-  void check_layer(int layer, const char* operation) const {
-    SINKKV_CHECK(layer >= 0 && layer < config_.num_layers,
-                 operation << ": layer " << layer << " outside [0, num_layers " << config_.num_layers << ")");
-  }
-
-  template <class Src>
-  void check_input(const HeadsView<Src>& view, int expected_heads, const char* what) const {
-    SINKKV_CHECK(view.data != nullptr, what << " pointer is null");
-    SINKKV_CHECK(view.num_heads == expected_heads && view.head_dim == config_.head_dim,
-                 what << " is [" << view.num_heads << ", " << view.head_dim << "], expected [" << expected_heads
-                      << ", " << config_.head_dim << "]");
-  }
-
-  int first_layer_missing_token() const {
-    for (int layer = 0; layer < config_.num_layers; ++layer) {
-      if (layer_token_[static_cast<std::size_t>(layer)] != tokens_seen()) return layer;
-    }
-    return -1;
-  }
-
-  void begin_token() {
-    positions_.push();
-    layers_done_ = 0;
-    if (rope_) {
-      rope_->set_position(stream_rotation_, positions_.newest_stream_index());
-      if (positions_.evicted() > 0) {
-        rope_->set_position(cache_rotation_, static_cast<std::uint64_t>(positions_.query_position()));
-      }
-    }
-  }
-
-  template <class Src>
-  void load_query(const HeadsView<Src>& query, const Rope::Rotation& rotation, compute_type* out) const {
-    const int head_dim = config_.head_dim;
-    for (int head = 0; head < config_.query_heads(); ++head) {
-      compute_type* row_out = out + head * head_dim;
-      const auto query_in = [&](int d) { return query(head, d); };
-      if (rope_) {
-        rope_->rotate(rotation, query_in, row_out);
-      } else {
-        for (int d = 0; d < head_dim; ++d) row_out[d] = detail::from_double<compute_type>(detail::to_double(query_in(d)));
-      }
-    }
-  }
-
-  KVSegment<T> segment(int layer, int first_slot, int length, const compute_type* query, int query_distance) const {
-    KVSegment<T> result;
-    result.query = query;
-    result.keys = row(layer, 0, 0, first_slot);
-    result.values = row(layer, 1, 0, first_slot);
-    result.token_stride = config_.head_dim;
-    result.head_stride = static_cast<std::ptrdiff_t>(head_elements_);
-    result.length = length;
-    result.query_distance = query_distance;
-    return result;
-  }
-
-  // Storage: [num_layers][2 (keys, values)][num_kv_heads][capacity][head_dim].
-  const T* row(int layer, int kind, int kv_head, int slot) const {
-    const std::size_t block =
-        (static_cast<std::size_t>(layer) * 2 + static_cast<std::size_t>(kind)) *
-            static_cast<std::size_t>(config_.num_kv_heads) + static_cast<std::size_t>(kv_head);
-    return storage_.data() + block * head_elements_ +
-           static_cast<std::size_t>(slot) * static_cast<std::size_t>(config_.head_dim);
-  }
-  T* row(int layer, int kind, int kv_head, int slot) {
-    return const_cast<T*>(std::as_const(*this).row(layer, kind, kv_head, slot));
-  }
-
-  CacheConfig config_;
-  CachePositions positions_;
-  std::size_t head_elements_;  // capacity * head_dim: one KV head of one layer
-  std::vector<T, Eigen::aligned_allocator<T>> storage_;  // see row()
-  std::vector<std::uint64_t> layer_token_;  // [num_layers] tokens_seen() when the layer last appended
-  int layers_done_ = 0;                     // layers holding the newest token
-  std::optional<Rope> rope_;
-  Rope::Rotation stream_rotation_;  // RoPE at the newest token's stream index
-  Rope::Rotation cache_rotation_;   // RoPE at the newest token's cache position
-  std::vector<compute_type> alibi_slopes_;                   // [num_query_heads], empty unless ALiBi
-  std::vector<compute_type> query_stream_frame_;             // [num_query_heads, head_dim]
-  std::vector<compute_type> query_cache_frame_;              // [num_query_heads, head_dim]
-  std::vector<compute_type> log_sum_exp_;                    // [num_query_heads]
-  std::array<KVSegment<T>, 3> segments_{};
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace sinkkv

@@ -67,6 +67,17 @@ class Rope {
     rotation.position_ = position;
   }
 
+  /// Fills `rotation` for a signed position offset: a row rotated to
+  /// position p, turned by `offset`, is the row rotated to p + offset.
+  void set_offset(Rotation& rotation, std::int64_t offset) const {
+    const std::uint64_t magnitude =
+        offset < 0 ? static_cast<std::uint64_t>(-(offset + 1)) + 1 : static_cast<std::uint64_t>(offset);
+    set_position(rotation, magnitude);
+    if (offset < 0) {
+      for (double& s : rotation.sin_) s = -s;  // R(-x) = R(x)^T
+    }
+  }
+
   /// The two coordinates of a rotated pair.
   int first_of_pair(int pair) const { return layout_ == RopeLayout::kAdjacentPairs ? 2 * pair : pair; }
   int second_of_pair(int pair) const {

@@ -7,6 +7,7 @@
 // softmax attention.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -89,6 +90,45 @@ inline OracleResult oracle_attention(const CacheConfig& config, const HeadRows& 
     }
     result.output.push_back(out);
     result.log_sum_exp.push_back(max_score + std::log(sum));
+  }
+  return result;
+}
+
+}  // namespace sinkkv::testing
+
+namespace sinkkv::testing {
+
+/// The oracle for the query of stream token `t` on `layer`, where every KV
+/// head keeps the tokens its own policy (config.policy(layer, head)) keeps
+/// after t + 1 tokens. `keys`/`values`: every stream token's un-rotated rows
+/// of this layer, [token][kv head][dim]; `slopes` and `sink_logits` per
+/// query head (sink_logits may be null).
+inline OracleResult oracle_for_token(const CacheConfig& config, int layer, std::uint64_t t, const HeadRows& query,
+                                     const std::vector<HeadRows>& keys, const std::vector<HeadRows>& values,
+                                     const std::vector<double>& slopes, double scale,
+                                     const double* sink_logits = nullptr) {
+  const int group = config.query_heads() / config.num_kv_heads;
+  CacheConfig head_config = config;
+  head_config.num_kv_heads = 1;
+  head_config.num_query_heads = group;
+  head_config.head_policies.clear();
+  OracleResult result;
+  for (int h = 0; h < config.num_kv_heads; ++h) {
+    const RetentionPolicy policy = config.policy(layer, h);
+    const std::vector<std::uint64_t> kept = expected_cached_tokens(policy.num_sinks, policy.window, t + 1);
+    std::vector<HeadRows> head_keys;
+    std::vector<HeadRows> head_values;
+    for (std::uint64_t token : kept) {
+      head_keys.push_back({keys[token][static_cast<std::size_t>(h)]});
+      head_values.push_back({values[token][static_cast<std::size_t>(h)]});
+    }
+    const HeadRows head_query(query.begin() + h * group, query.begin() + (h + 1) * group);
+    const std::vector<double> head_slopes =
+        slopes.empty() ? slopes : std::vector<double>(slopes.begin() + h * group, slopes.begin() + (h + 1) * group);
+    const OracleResult part = oracle_attention(head_config, head_query, head_keys, head_values, head_slopes, scale,
+                                               sink_logits != nullptr ? sink_logits + h * group : nullptr);
+    result.output.insert(result.output.end(), part.output.begin(), part.output.end());
+    result.log_sum_exp.insert(result.log_sum_exp.end(), part.log_sum_exp.begin(), part.log_sum_exp.end());
   }
   return result;
 }

@@ -1,5 +1,6 @@
 // append() and attend() never allocate: every call into the C library's
 // allocator made by this binary is counted.
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -84,6 +85,88 @@ TEST(ZeroAllocation, Bfloat16CacheWithoutPositionsStreamsWithoutAllocating) {
 
 TEST(ZeroAllocation, DoubleCacheStreamsWithoutAllocating) {
   EXPECT_EQ(allocations_while_streaming<double>(config_for(PositionEncoding::rotary()), 200), 0u);
+}
+
+// Streams `steps` chunks of random sizes through append/attend with
+// tokens_view (and begin_step if asked); returns the allocations made meanwhile.
+template <class T>
+std::size_t allocations_while_prefilling(CacheConfig config, int steps, bool explicit_steps) {
+  config.max_chunk = 16;
+  SinkKVCache<T> cache(config);
+  const int kv_count = 16 * config.num_kv_heads * config.head_dim;
+  const int query_count = 16 * config.query_heads() * config.head_dim;
+  const std::vector<float> keys = testing::token_rows(1, 0, 0, kv_count);
+  const std::vector<float> query = testing::token_rows(1, 0, 2, query_count);
+  std::vector<compute_t<T>> out(static_cast<std::size_t>(query_count));
+  const int sizes[] = {16, 1, 7, 3, 16, 9};
+  const std::size_t before = allocation_count;
+  for (int step = 0; step < steps; ++step) {
+    const int n = sizes[step % 6];
+    if (explicit_steps) cache.begin_step(cache.tokens_seen(), n);
+    for (int layer = 0; layer < config.num_layers; ++layer) {
+      cache.append(layer, tokens_view(keys.data(), n, config.num_kv_heads, config.head_dim),
+                   tokens_view(keys.data(), n, config.num_kv_heads, config.head_dim));
+      cache.attend(layer, tokens_view(query.data(), n, config.query_heads(), config.head_dim),
+                   tokens_output_view(out.data(), n, config.query_heads(), config.head_dim), ReferenceKernel{});
+      cache.attend(layer, tokens_view(query.data(), n, config.query_heads(), config.head_dim),
+                   tokens_output_view(out.data(), n, config.query_heads(), config.head_dim), CpuKernel{});
+    }
+  }
+  return allocation_count - before;
+}
+
+TEST(ZeroAllocation, ChunkedPrefillWithRopeAllocatesNothing) {
+  EXPECT_EQ(allocations_while_prefilling<float>(config_for(PositionEncoding::rotary()), 60, true), 0u);
+}
+
+TEST(ZeroAllocation, ChunkedPrefillOfPerHeadPoliciesWithAlibiAllocatesNothing) {
+  CacheConfig config = config_for(PositionEncoding::alibi_bias());
+  config.set_head_policy(1, 1, {0, 5});
+  config.set_layer_policy(0, {1, 64});
+  EXPECT_EQ(allocations_while_prefilling<Eigen::half>(config, 60, false), 0u);
+}
+
+TEST(ZeroAllocation, PreRotatedChunksAllocateNothing) {
+  CacheConfig config = config_for(PositionEncoding::rotary());
+  config.input_rotation = InputRotation::kStreamRotated;
+  EXPECT_EQ(allocations_while_prefilling<Eigen::bfloat16>(config, 60, true), 0u);
+}
+
+// A configuration whose storage cannot exist is rejected before any large
+// allocation (it once allocated and zeroed a 2 GiB table first).
+TEST(ValidationBeforeAllocation, AbsurdLayerCountAllocatesNothingLarge) {
+  if (!testing::kCountsAllocations) GTEST_SKIP() << "allocations are not counted under AddressSanitizer";
+  CacheConfig config = testing::small_config(1);
+  config.num_layers = 1 << 28;
+  testing::largest_allocation = 0;
+  EXPECT_THROW(SinkKVCache<float> cache(config), Error);
+  EXPECT_LT(testing::largest_allocation.load(), std::size_t{1} << 16);
+}
+
+TEST(ValidationBeforeAllocation, OverflowingProductsAllocateNothingLarge) {
+  if (!testing::kCountsAllocations) GTEST_SKIP() << "allocations are not counted under AddressSanitizer";
+  CacheConfig config = testing::small_config(1);
+  config.num_kv_heads = 1 << 16;
+  config.num_query_heads = 1 << 16;
+  config.head_dim = 1 << 16;
+  testing::largest_allocation = 0;
+  EXPECT_THROW(SinkKVCache<float> cache(config), Error);
+  EXPECT_LT(testing::largest_allocation.load(), std::size_t{1} << 16);
+}
+
+TEST(ValidationBeforeAllocation, StorageTheMachineCannotHoldIsAnErrorNamingItsSize) {
+  CacheConfig config = testing::small_config(1);
+  config.num_layers = 4096;
+  config.num_kv_heads = 64;
+  config.num_query_heads = 64;
+  config.head_dim = 1024;
+  config.window = 1 << 24;  // 2^12 x 2^6 x 2 x 2^24 x 2^10 x 4 bytes = 2^55 bytes
+  try {
+    SinkKVCache<float> cache(config);
+    FAIL() << "allocated 2^55 bytes";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("cannot allocate"), std::string::npos) << error.what();
+  }
 }
 
 }  // namespace

@@ -1,4 +1,6 @@
 // SinkKVCache: the per-token protocol, engine-facing inputs, ownership.
+#include <limits>
+#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -270,6 +272,299 @@ TEST(SinkKVCache, ColumnMajorEigenOutputIsRejected) {
   Eigen::MatrixXf out(4, 8);
   EXPECT_EQ(error_of([&] { cache.attend(0, query, out, CpuKernel{}); }),
             "sinkkv: attend on layer 0: output rows must be contiguous (row-major), column stride is 4");
+}
+
+
+// ---- explicit steps -------------------------------------------------------
+
+// Appends token `t`'s rows on `layer` and attends with its query.
+void step_layer(SinkKVCache<float>& cache, int layer, std::uint64_t t, bool append = true) {
+  const CacheConfig& config = cache.config();
+  const std::vector<float> k = token_rows(1, t, 2 * layer, config.num_kv_heads * config.head_dim);
+  const std::vector<float> q = token_rows(1, t, 50 + layer, config.query_heads() * config.head_dim);
+  std::vector<float> out(q.size());
+  if (append) {
+    cache.append(layer, heads_view(k.data(), config.num_kv_heads, config.head_dim),
+                 heads_view(k.data(), config.num_kv_heads, config.head_dim));
+  }
+  cache.attend(layer, heads_view(q.data(), config.query_heads(), config.head_dim),
+               output_view(out.data(), config.query_heads(), config.head_dim), ReferenceKernel{});
+}
+
+TEST(SinkKVCache, SkippedFirstLayerAppendIsCaughtAtItsFirstStepWithExplicitSteps) {
+  SinkKVCache<float> cache(small_config(3));
+  for (std::uint64_t t = 0; t < 2; ++t) {
+    cache.begin_step(t);
+    for (int layer = 0; layer < 3; ++layer) step_layer(cache, layer, t);
+  }
+  cache.begin_step(2);
+  EXPECT_EQ(error_of([&] { step_layer(cache, 0, 2, /*append=*/false); }),
+            "sinkkv: attend on layer 0 before it appended token 2");
+}
+
+TEST(SinkKVCache, SkippedAppendAndAttendIsReportedByTheNextBeginStep) {
+  SinkKVCache<float> cache(small_config(3));
+  cache.begin_step(0);
+  for (int layer = 0; layer < 3; ++layer) step_layer(cache, layer, 0);
+  cache.begin_step(1);
+  step_layer(cache, 1, 1);
+  step_layer(cache, 2, 1);  // layer 0 never ran for token 1
+  EXPECT_EQ(error_of([&] { cache.begin_step(2); }), "sinkkv: begin_step at stream index 2: layer 0 has not appended token 1");
+  EXPECT_EQ(cache.tokens_seen(), 2u);
+}
+
+TEST(SinkKVCache, ExplicitStepsRejectAnAppendOutsideABegunStep) {
+  SinkKVCache<float> cache(small_config(1));
+  cache.begin_step(0);
+  step_layer(cache, 0, 0);
+  EXPECT_EQ(error_of([&] { step_layer(cache, 0, 1); }),
+            "sinkkv: append on layer 0: step at stream index 1 was not begun; this sequence begins its steps "
+            "explicitly (call begin_step first)");
+  EXPECT_EQ(cache.tokens_seen(), 1u);
+}
+
+TEST(SinkKVCache, BeginStepAtAnotherStreamIndexThanTheNextTokenIsRejected) {
+  SinkKVCache<float> cache(small_config(1));
+  for (std::uint64_t t = 0; t < 3; ++t) append_token(cache, t);
+  EXPECT_EQ(error_of([&] { cache.begin_step(4); }),
+            "sinkkv: begin_step at stream index 4, but the next token of this sequence has stream index 3");
+  EXPECT_EQ(cache.tokens_seen(), 3u);
+}
+
+TEST(SinkKVCache, ResetReturnsToImplicitSteps) {
+  SinkKVCache<float> cache(small_config(1));
+  cache.begin_step(0);
+  step_layer(cache, 0, 0);
+  cache.reset();
+  step_layer(cache, 0, 0);  // no begin_step needed after a reset
+  EXPECT_EQ(cache.tokens_seen(), 1u);
+}
+
+// ---- chunks -----------------------------------------------------------------
+
+CacheConfig chunk_config(int max_chunk) {
+  CacheConfig config = small_config(2, 2, 5);
+  config.max_chunk = max_chunk;
+  return config;
+}
+
+TEST(SinkKVCache, ChunkLongerThanMaxChunkIsRejected) {
+  SinkKVCache<float> cache(chunk_config(4));
+  const std::vector<float> rows(5 * 16, 0.5f);
+  EXPECT_EQ(error_of([&] { cache.append(0, tokens_view(rows.data(), 5, 2, 8), tokens_view(rows.data(), 5, 2, 8)); }),
+            "sinkkv: append of 5 tokens outside [1, max_chunk 4]");
+  EXPECT_EQ(cache.tokens_seen(), 0u);
+}
+
+TEST(SinkKVCache, LayersAppendingDifferentChunkLengthsAreRejected) {
+  SinkKVCache<float> cache(chunk_config(4));
+  const std::vector<float> rows(4 * 16, 0.5f);
+  cache.append(0, tokens_view(rows.data(), 3, 2, 8), tokens_view(rows.data(), 3, 2, 8));
+  EXPECT_EQ(error_of([&] { cache.append(1, tokens_view(rows.data(), 2, 2, 8), tokens_view(rows.data(), 2, 2, 8)); }),
+            "sinkkv: append on layer 1 of 2 tokens, but tokens 0..2 has 3 (every layer appends the same tokens)");
+}
+
+TEST(SinkKVCache, QueryCountMustEqualTheAppendedTokens) {
+  SinkKVCache<float> cache(chunk_config(4));
+  const std::vector<float> rows(4 * 32, 0.5f);
+  std::vector<float> out(4 * 32);
+  cache.append(0, tokens_view(rows.data(), 3, 2, 8), tokens_view(rows.data(), 3, 2, 8));
+  EXPECT_EQ(error_of([&] {
+              cache.attend(0, tokens_view(rows.data(), 2, 4, 8), tokens_output_view(out.data(), 2, 4, 8),
+                           ReferenceKernel{});
+            }),
+            "sinkkv: attend on layer 0 with 2 queries, but it appended 3 tokens (one query per token)");
+}
+
+// Streams chunks; before each chunk, makes one random mistake, expects an
+// error, and checks that continuing gives what a clone taken before the
+// mistake gives.
+TEST(SinkKVCache, EveryRejectedChunkCallLeavesTheCacheAsItWas) {
+  std::mt19937 random(11);
+  SinkKVCache<float> cache(chunk_config(6));
+  const int kv = 2 * 8, q = 4 * 8;
+  for (std::uint64_t t = 0, step = 0; step < 40; ++step) {
+    const int n = 1 + static_cast<int>(random() % 6);
+    std::vector<float> k(static_cast<std::size_t>(6 * kv)), queries(static_cast<std::size_t>(6 * q));
+    for (int i = 0; i < 6; ++i) {
+      const std::vector<float> row = token_rows(3, t + i, 0, kv);
+      const std::vector<float> query = token_rows(3, t + i, 1, q);
+      std::copy(row.begin(), row.end(), k.begin() + i * kv);
+      std::copy(query.begin(), query.end(), queries.begin() + i * q);
+    }
+    SinkKVCache<float> before = cache.clone();
+    std::vector<float> out(static_cast<std::size_t>(6 * q));
+    const auto bad_call = [&](int kind) {
+      switch (kind) {
+        case 0: cache.append(0, tokens_view(k.data(), 7, 2, 8), tokens_view(k.data(), 7, 2, 8)); break;
+        case 1: cache.append(0, tokens_view(k.data(), n, 2, 8), tokens_view(k.data(), n, 3, 8)); break;
+        case 2: cache.append(2, tokens_view(k.data(), n, 2, 8), tokens_view(k.data(), n, 2, 8)); break;
+        case 3: cache.append(0, tokens_view<float>(nullptr, n, 2, 8), tokens_view(k.data(), n, 2, 8)); break;
+        case 4:
+          cache.attend(0, tokens_view(queries.data(), n, 3, 8), tokens_output_view(out.data(), n, 3, 8),
+                       ReferenceKernel{});
+          break;
+        default: cache.append(0, tokens_view(k.data() + 8, n, 2, 8, kPacked, -8), tokens_view(k.data(), n, 2, 8)); break;
+      }
+    };
+    EXPECT_THROW(bad_call(static_cast<int>(random() % 6)), Error) << "step " << step;
+    std::vector<float> got(static_cast<std::size_t>(n * q)), want(got.size());
+    for (SinkKVCache<float>* c : {&cache, &before}) {
+      for (int layer = 0; layer < 2; ++layer) {
+        c->append(layer, tokens_view(k.data(), n, 2, 8), tokens_view(k.data(), n, 2, 8));
+        c->attend(layer, tokens_view(queries.data(), n, 4, 8),
+                  tokens_output_view((c == &cache ? got : want).data(), n, 4, 8), ReferenceKernel{});
+      }
+    }
+    ASSERT_EQ(got, want) << "step " << step;
+    t += static_cast<std::uint64_t>(n);
+  }
+}
+
+TEST(SinkKVCache, HeadMajorChunkIsReadThroughItsStrides) {
+  SinkKVCache<float> packed(chunk_config(3));
+  SinkKVCache<float> head_major(chunk_config(3));
+  const std::vector<float> k = token_rows(4, 0, 0, 3 * 16);  // [3 tokens, 2 heads, 8]
+  std::vector<float> transposed(k.size());                  // [2 heads, 3 tokens, 8]
+  for (int i = 0; i < 3; ++i) {
+    for (int h = 0; h < 2; ++h) {
+      for (int d = 0; d < 8; ++d) transposed[(h * 3 + i) * 8 + d] = k[(i * 2 + h) * 8 + d];
+    }
+  }
+  for (int layer = 0; layer < 2; ++layer) {
+    packed.append(layer, tokens_view(k.data(), 3, 2, 8), tokens_view(k.data(), 3, 2, 8));
+    head_major.append(layer, tokens_view(transposed.data(), 3, 2, 8, /*token_stride=*/8, /*head_stride=*/24),
+                      tokens_view(transposed.data(), 3, 2, 8, 8, 24));
+  }
+  const std::vector<float> q = token_rows(4, 0, 1, 3 * 32);
+  std::vector<float> from_packed(q.size()), from_head_major(q.size());
+  packed.attend(1, tokens_view(q.data(), 3, 4, 8), tokens_output_view(from_packed.data(), 3, 4, 8), CpuKernel{});
+  head_major.attend(1, tokens_view(q.data(), 3, 4, 8), tokens_output_view(from_head_major.data(), 3, 4, 8),
+                    CpuKernel{});
+  EXPECT_EQ(from_packed, from_head_major);
+}
+
+TEST(SinkKVCache, EigenChunkMatchesRawPointers) {
+  SinkKVCache<float> raw(chunk_config(3));
+  SinkKVCache<float> eigen(chunk_config(3));
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::MatrixXf keys = Eigen::MatrixXf::Random(3, 16);  // column-major [tokens, heads * dim]
+  const RowMajor queries = RowMajor::Random(3, 32);
+  const RowMajor row_major_keys = keys;
+  RowMajor eigen_out(3, 32);
+  std::vector<float> raw_out(3 * 32);
+  for (int layer = 0; layer < 2; ++layer) {
+    raw.append(layer, tokens_view(row_major_keys.data(), 3, 2, 8), tokens_view(row_major_keys.data(), 3, 2, 8));
+    eigen.append(layer, tokens_view(keys, 2), tokens_view(keys, 2));
+  }
+  raw.attend(1, tokens_view(queries.data(), 3, 4, 8), tokens_output_view(raw_out.data(), 3, 4, 8), ReferenceKernel{});
+  eigen.attend(1, tokens_view(queries, 4), tokens_output_view(eigen_out, 4), ReferenceKernel{});
+  for (int i = 0; i < 3 * 32; ++i) EXPECT_EQ(eigen_out.data()[i], raw_out[static_cast<std::size_t>(i)]) << i;
+}
+
+// ---- moved-from caches ------------------------------------------------------
+
+TEST(SinkKVCache, MovedFromCacheIsEmptyAndRejectsUseWithAnError) {
+  SinkKVCache<float> original(small_config(1));
+  for (int t = 0; t < 3; ++t) append_token(original, t);
+  SinkKVCache<float> moved(std::move(original));
+  EXPECT_EQ(original.tokens_seen(), 0u);  // NOLINT(bugprone-use-after-move): the point of the test
+  EXPECT_EQ(original.size(), 0);
+  EXPECT_EQ(original.storage_bytes(), 0u);
+  const std::vector<float> rows(32, 0.5f);
+  std::vector<float> out(32);
+  EXPECT_NE(error_of([&] { original.append(0, heads_view(rows.data(), 2, 8), heads_view(rows.data(), 2, 8)); })
+                .find("moved-from"),
+            std::string::npos);
+  EXPECT_THROW(original.attend(0, heads_view(rows.data(), 4, 8), output_view(out.data(), 4, 8), CpuKernel{}), Error);
+  EXPECT_THROW(original.begin_step(0), Error);
+  original.reset();
+  SinkKVCache<float> copy = original.clone();
+  EXPECT_EQ(copy.tokens_seen(), 0u);
+  EXPECT_THROW(copy.append(0, heads_view(rows.data(), 2, 8), heads_view(rows.data(), 2, 8)), Error);
+  original = SinkKVCache<float>(small_config(1));
+  append_token(original, 0);
+  EXPECT_EQ(original.tokens_seen(), 1u);
+}
+
+// ---- hostile inputs -----------------------------------------------------------
+
+TEST(SinkKVCache, NegativeHeadStrideIsRejected) {
+  SinkKVCache<float> cache(small_config(1));
+  const std::vector<float> rows(64, 0.5f);
+  EXPECT_EQ(error_of([&] { cache.append(0, heads_view(rows.data() + 32, 2, 8, -8), heads_view(rows.data(), 2, 8)); }),
+            "sinkkv: keys head stride -8 must be >= 0");
+  EXPECT_EQ(cache.tokens_seen(), 0u);
+}
+
+TEST(SinkKVCache, RowOfAnUnknownKvHeadIsRejected) {
+  SinkKVCache<float> cache(small_config(1));
+  append_token(cache, 0);
+  EXPECT_EQ(error_of([&] { (void)cache.key_row(0, 2, 0); }), "sinkkv: key_row: KV head 2 outside [0, num_kv_heads 2)");
+  EXPECT_THROW((void)cache.value_row(0, -1, 0), Error);
+}
+
+TEST(SinkKVCache, SinkLogitsOfTheWrongLengthAreRejected) {
+  SinkKVCache<float> cache(small_config(1));
+  append_token(cache, 0);
+  const std::vector<float> logits(3, 0.5f), q(32, 0.1f);
+  std::vector<float> out(32);
+  SinkKVCache<float>::Options options;
+  options.sink_logits = logits.data();
+  options.num_sink_logits = 3;
+  EXPECT_EQ(error_of([&] { cache.attend(0, heads_view(q.data(), 4, 8), output_view(out.data(), 4, 8), CpuKernel{}, options); }),
+            "sinkkv: attend on layer 0: 3 sink logits, expected one per query head (4)");
+}
+
+TEST(SinkKVCache, NanAndPositiveInfiniteSinkLogitsAreRejected) {
+  SinkKVCache<float> cache(small_config(1));
+  append_token(cache, 0);
+  const std::vector<float> q(32, 0.1f);
+  std::vector<float> out(32);
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    const std::vector<float> logits = {0.5f, bad, 0.5f, 0.5f};
+    SinkKVCache<float>::Options options;
+    options.sink_logits = logits.data();
+    options.num_sink_logits = 4;
+    EXPECT_NE(error_of([&] {
+                cache.attend(0, heads_view(q.data(), 4, 8), output_view(out.data(), 4, 8), CpuKernel{}, options);
+              }).find("sink logit of query head 1 is"),
+              std::string::npos);
+  }
+}
+
+TEST(SinkKVCache, NegativeInfiniteSinkLogitMeansNoSink) {
+  SinkKVCache<float> cache(small_config(1));
+  for (int t = 0; t < 4; ++t) append_token(cache, t);
+  const std::vector<float> logits(4, -std::numeric_limits<float>::infinity());
+  SinkKVCache<float>::Options options;
+  options.sink_logits = logits.data();
+  options.num_sink_logits = 4;
+  const std::vector<float> q(32, 0.1f);
+  std::vector<float> with(32), without(32);
+  cache.attend(0, heads_view(q.data(), 4, 8), output_view(with.data(), 4, 8), ReferenceKernel{}, options);
+  cache.attend(0, heads_view(q.data(), 4, 8), output_view(without.data(), 4, 8), ReferenceKernel{});
+  EXPECT_EQ(with, without);
+}
+
+TEST(SinkKVCache, NonFiniteScaleIsRejected) {
+  SinkKVCache<float> cache(small_config(1));
+  append_token(cache, 0);
+  const std::vector<float> q(32, 0.1f);
+  std::vector<float> out(32);
+  SinkKVCache<float>::Options options;
+  options.scale = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(error_of([&] { cache.attend(0, heads_view(q.data(), 4, 8), output_view(out.data(), 4, 8), CpuKernel{}, options); }),
+            "sinkkv: attend on layer 0: scale nan must be finite");
+}
+
+TEST(SinkKVCache, OverlappingOutputRowsAreRejected) {
+  SinkKVCache<float> cache(small_config(1));
+  append_token(cache, 0);
+  const std::vector<float> q(32, 0.1f);
+  std::vector<float> out(32);
+  EXPECT_EQ(error_of([&] { cache.attend(0, heads_view(q.data(), 4, 8), output_view(out.data(), 4, 8, 0), CpuKernel{}); }),
+            "sinkkv: attend on layer 0: output rows overlap (head stride 0, token stride 0, head_dim 8)");
 }
 
 }  // namespace

@@ -23,6 +23,15 @@
 namespace sinkkv::testing {
 /// Allocations so far; compare two readings around the code under test.
 inline std::atomic<std::size_t> allocation_count{0};  // atomic: thread-pool tests
+/// The largest single request so far (bytes); reset it before the code under test.
+inline std::atomic<std::size_t> largest_allocation{0};
+
+inline void record_allocation(std::size_t bytes) {
+  ++allocation_count;
+  std::size_t largest = largest_allocation.load();
+  while (bytes > largest && !largest_allocation.compare_exchange_weak(largest, bytes)) {
+  }
+}
 /// False under AddressSanitizer, whose allocator cannot be interposed: the
 /// count then stays 0 and tests that need it skip.
 inline constexpr bool kCountsAllocations = SINKKV_TEST_COUNTS_ALLOCATIONS == 1;
@@ -36,23 +45,23 @@ void* __libc_realloc(void* memory, std::size_t size);
 void* __libc_memalign(std::size_t alignment, std::size_t size);
 
 void* malloc(std::size_t size) {
-  ++sinkkv::testing::allocation_count;
+  sinkkv::testing::record_allocation(size);
   return __libc_malloc(size);
 }
 void* calloc(std::size_t count, std::size_t size) {
-  ++sinkkv::testing::allocation_count;
+  sinkkv::testing::record_allocation(count * size);
   return __libc_calloc(count, size);
 }
 void* realloc(void* memory, std::size_t size) {
-  ++sinkkv::testing::allocation_count;
+  sinkkv::testing::record_allocation(size);
   return __libc_realloc(memory, size);
 }
 void* aligned_alloc(std::size_t alignment, std::size_t size) {
-  ++sinkkv::testing::allocation_count;
+  sinkkv::testing::record_allocation(size);
   return __libc_memalign(alignment, size);
 }
 int posix_memalign(void** out, std::size_t alignment, std::size_t size) {
-  ++sinkkv::testing::allocation_count;
+  sinkkv::testing::record_allocation(size);
   *out = __libc_memalign(alignment, size);
   return *out == nullptr ? 12 /* ENOMEM */ : 0;
 }

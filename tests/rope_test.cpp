@@ -1,6 +1,7 @@
 // RoPE: angles exact for long streams, both pair layouts, partial rotary.
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -100,6 +101,12 @@ TEST(Rope, OddOrOversizedRotaryDimensionIsRejected) {
   EXPECT_THROW(Rope({10000.0, 0, RopeLayout::kAdjacentPairs}, 7), Error);
   EXPECT_THROW(Rope({10000.0, 10, RopeLayout::kAdjacentPairs}, 8), Error);
   EXPECT_THROW(Rope({1.0, 0, RopeLayout::kAdjacentPairs}, 8), Error);
+}
+
+// Issue 12, finding 8: theta = inf gave inverse frequencies 1, 0, 0, ...
+// (pair 0 turning, every other pair frozen) without a word.
+TEST(Rope, InfiniteThetaIsRejected) {
+  EXPECT_THROW(Rope({std::numeric_limits<double>::infinity(), 0, RopeLayout::kAdjacentPairs}, 8), Error);
 }
 
 }  // namespace

@@ -38,7 +38,8 @@ class Rope {
   Rope(const RopeConfig& config, int head_dim)
       : layout_(config.layout), head_dim_(head_dim), rotary_dim_(config.rotary_dim == 0 ? head_dim : config.rotary_dim) {
     SINKKV_CHECK(head_dim >= 1, "head_dim " << head_dim << " must be >= 1");
-    SINKKV_CHECK(config.theta > 1.0, "rope theta " << config.theta << " must be > 1");
+    SINKKV_CHECK(std::isfinite(config.theta) && config.theta > 1.0,
+                 "rope theta " << config.theta << " must be finite and > 1");
     SINKKV_CHECK(rotary_dim_ >= 2 && rotary_dim_ <= head_dim && rotary_dim_ % 2 == 0,
                  "rope rotary dimension " << rotary_dim_ << " must be even and in [2, head_dim " << head_dim << "]");
     inv_frequency_.resize(static_cast<std::size_t>(num_pairs()));

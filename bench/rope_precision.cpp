@@ -153,7 +153,8 @@ Measurement measure(const Engine& engine, std::uint64_t first_position, double t
         const double qa = q[2 * i], qb = q[2 * i + 1], ka = k[2 * i], kb = k[2 * i + 1];
         // q . R(theta) k for one pair = (qa ka + qb kb) cos + (qb ka - qa kb) sin
         const double even = qa * ka + qb * kb, odd = qb * ka - qa * kb;
-        difference += even * (std::cos(angles[i]) - std::cos(exact[i])) + odd * (std::sin(angles[i]) - std::sin(exact[i]));
+        difference += even * (std::cos(angles[i]) - std::cos(exact[i])) +
+                      odd * (std::sin(angles[i]) - std::sin(exact[i]));
         q_norm += qa * qa + qb * qb;
         k_norm += ka * ka + kb * kb;
       }

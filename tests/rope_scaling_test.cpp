@@ -52,7 +52,9 @@ TEST(RopeScaling, NoneGivesThetaToTheMinus2iOverD) {
   }
 }
 
-TEST(RopeScaling, NoneKeepsTheAttentionFactorAtOne) { EXPECT_EQ(RopeScaling::none().effective_attention_factor(), 1.0); }
+TEST(RopeScaling, NoneKeepsTheAttentionFactorAtOne) {
+  EXPECT_EQ(RopeScaling::none().effective_attention_factor(), 1.0);
+}
 
 TEST(RopeScaling, LinearDividesEveryFrequencyByTheFactor) {
   for (int d : kHeadDims) {

@@ -16,6 +16,11 @@
 namespace sinkkv {
 namespace {
 
+// The one place that says how a Rope gets a variant's scaling.
+Rope scaled_rope(double theta, int rotary_dim, RopeLayout layout, int head_dim, const RopeScaling& scaling) {
+  return Rope({theta, rotary_dim, layout}, head_dim, scaling);
+}
+
 // Independent reference angle: long double (64-bit mantissa on x86-64)
 // product and reduction, good to ~1e-19 * position.
 long double reference_angle(std::uint64_t position, double inv_frequency) {
@@ -117,8 +122,8 @@ TEST(Rope, NanThetaIsRejected) {
 }
 
 TEST(Rope, InvalidScalingIsRejected) {
-  EXPECT_THROW(Rope({10000.0, 0, RopeLayout::kAdjacentPairs}, 8,
-                    RopeScaling::linear(std::numeric_limits<double>::quiet_NaN())),
+  EXPECT_THROW(scaled_rope(10000.0, 0, RopeLayout::kAdjacentPairs, 8,
+                           RopeScaling::linear(std::numeric_limits<double>::quiet_NaN())),
                Error);
 }
 
@@ -165,7 +170,9 @@ std::vector<Variant> variants() {
 
 class RopeVariant : public ::testing::TestWithParam<Variant> {
  protected:
-  Rope rope() const { return Rope({GetParam().theta, 0, RopeLayout::kAdjacentPairs}, GetParam().head_dim, GetParam().scaling); }
+  Rope rope() const {
+    return scaled_rope(GetParam().theta, 0, RopeLayout::kAdjacentPairs, GetParam().head_dim, GetParam().scaling);
+  }
 };
 
 // Positions far past any table, up to the 1e9 tokens of a long-running stream.
@@ -220,8 +227,8 @@ TEST_P(RopeVariant, RotatedRowIsTheFormulaTimesTheAttentionFactor) {
       const long double angle = testing::reference_angle(position, r.inv_frequency(i));
       const long double x = row[static_cast<std::size_t>(2 * i)], y = row[static_cast<std::size_t>(2 * i + 1)];
       const long double m = GetParam().expected_attention_factor;
-      EXPECT_NEAR(out[static_cast<std::size_t>(2 * i)], static_cast<double>(m * (x * std::cos(angle) - y * std::sin(angle))),
-                  1e-13)
+      EXPECT_NEAR(out[static_cast<std::size_t>(2 * i)],
+                  static_cast<double>(m * (x * std::cos(angle) - y * std::sin(angle))), 1e-13)
           << "position " << position << " pair " << i;
       EXPECT_NEAR(out[static_cast<std::size_t>(2 * i + 1)],
                   static_cast<double>(m * (x * std::sin(angle) + y * std::cos(angle))), 1e-13)
@@ -240,25 +247,26 @@ INSTANTIATE_TEST_SUITE_P(Presets, RopeVariant, ::testing::ValuesIn(variants()),
 // concatenated as is).
 TEST(Rope, AttentionFactorScalesRotatedCoordinatesOnly) {
   const RopeScaling yarn = RopeScaling::yarn(4.0, 32768.0);
-  const Rope rope({1e6, 8, RopeLayout::kSplitHalves}, 16, yarn);
+  const Rope rope = scaled_rope(1e6, 8, RopeLayout::kSplitHalves, 16, yarn);
   Rope::Rotation rotation = rope.make_rotation();
   rope.set_position(rotation, 0);  // angle 0: only the factor remains
   std::vector<double> row(16), out(16);
   for (int d = 0; d < 16; ++d) row[static_cast<std::size_t>(d)] = 1.0 + d;
   rope.rotate(rotation, [&](int d) { return row[static_cast<std::size_t>(d)]; }, out.data());
   const double factor = 0.1 * std::log(4.0) + 1;
-  for (int d = 0; d < 8; ++d) EXPECT_NEAR(out[static_cast<std::size_t>(d)], factor * row[static_cast<std::size_t>(d)], 1e-14) << "dim " << d;
-  for (int d = 8; d < 16; ++d) EXPECT_EQ(out[static_cast<std::size_t>(d)], row[static_cast<std::size_t>(d)]) << "dim " << d;
+  for (std::size_t d = 0; d < 8; ++d) EXPECT_NEAR(out[d], factor * row[d], 1e-14) << "dim " << d;
+  for (std::size_t d = 8; d < 16; ++d) EXPECT_EQ(out[d], row[d]) << "dim " << d;
 }
 
 // Applied once to q and once to k, the factor scales every rotated score by
 // its square (YaRN's 1/t = (0.1 ln s + 1)^2 on the logits).
 TEST(Rope, AttentionFactorScalesScoresByItsSquare) {
   const RopeScaling yarn = RopeScaling::yarn(8.0, 4096.0);
-  const Rope scaled({10000.0, 0, RopeLayout::kAdjacentPairs}, 32, yarn);
+  const Rope scaled = scaled_rope(10000.0, 0, RopeLayout::kAdjacentPairs, 32, yarn);
   std::vector<double> frequencies;
   for (int pair = 0; pair < scaled.num_pairs(); ++pair) frequencies.push_back(scaled.inv_frequency(pair));
-  const Rope unscaled({10000.0, 0, RopeLayout::kAdjacentPairs}, 32, RopeScaling::explicit_frequencies(frequencies));
+  const Rope unscaled =
+      scaled_rope(10000.0, 0, RopeLayout::kAdjacentPairs, 32, RopeScaling::explicit_frequencies(frequencies));
   std::vector<double> q(32), k(32);
   for (int d = 0; d < 32; ++d) {
     q[static_cast<std::size_t>(d)] = std::cos(0.3 * d);
@@ -311,11 +319,11 @@ void expect_rows_near(const std::vector<double>& actual, const std::vector<doubl
 // The sink-frame query of an engine that rotates its own queries: encoded at
 // stream index a (billions in), turned by cache position b - a (negative).
 TEST(Rope, TurningBackByTheDifferenceEqualsRotatingToTheSmallPosition) {
-  const Rope rope({500000.0, 0, RopeLayout::kSplitHalves}, 128, RopeScaling::llama3());
+  const Rope rope = scaled_rope(500000.0, 0, RopeLayout::kSplitHalves, 128, RopeScaling::llama3());
   const std::vector<double> row = test_row(128);
   const std::uint64_t a = 4'000'000'123, b = 1'027;
-  expect_rows_near(turned_by(rope, rotated_to(rope, row, a), static_cast<std::int64_t>(b) - static_cast<std::int64_t>(a)),
-                   rotated_to(rope, row, b), 1e-12);
+  const std::int64_t difference = static_cast<std::int64_t>(b) - static_cast<std::int64_t>(a);
+  expect_rows_near(turned_by(rope, rotated_to(rope, row, a), difference), rotated_to(rope, row, b), 1e-12);
 }
 
 TEST(Rope, TurningForwardByTheDifferenceEqualsRotatingToTheLargePosition) {
@@ -329,15 +337,15 @@ TEST(Rope, TurningForwardByTheDifferenceEqualsRotatingToTheLargePosition) {
 // A turn carries no attention factor: the row keeps the one it was encoded
 // with, exactly once.
 TEST(Rope, TurningKeepsTheAttentionFactorAppliedOnce) {
-  const Rope rope({1e6, 0, RopeLayout::kSplitHalves}, 128, RopeScaling::yarn(4.0, 32768.0));
+  const Rope rope = scaled_rope(1e6, 0, RopeLayout::kSplitHalves, 128, RopeScaling::yarn(4.0, 32768.0));
   const std::vector<double> row = test_row(128);
   const std::uint64_t a = 2'500'000'001, b = 3;
-  expect_rows_near(turned_by(rope, rotated_to(rope, row, a), static_cast<std::int64_t>(b) - static_cast<std::int64_t>(a)),
-                   rotated_to(rope, row, b), 1e-12);
+  const std::int64_t difference = static_cast<std::int64_t>(b) - static_cast<std::int64_t>(a);
+  expect_rows_near(turned_by(rope, rotated_to(rope, row, a), difference), rotated_to(rope, row, b), 1e-12);
 }
 
 TEST(Rope, TurningByZeroLeavesTheRow) {
-  const Rope rope({10000.0, 32, RopeLayout::kAdjacentPairs}, 64, RopeScaling::yarn(4.0, 4096.0));
+  const Rope rope = scaled_rope(10000.0, 32, RopeLayout::kAdjacentPairs, 64, RopeScaling::yarn(4.0, 4096.0));
   const std::vector<double> row = test_row(64);
   EXPECT_EQ(turned_by(rope, row, 0), row);
 }

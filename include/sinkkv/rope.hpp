@@ -63,7 +63,9 @@ class Rope {
   /// RoPE with a variant's frequencies and attention factor. Throws
   /// sinkkv::Error naming the first bad value (RopeScaling::validate).
   Rope(const RopeConfig& config, int head_dim, const RopeScaling& scaling)
-      : layout_(config.layout), head_dim_(head_dim), rotary_dim_(config.rotary_dim == 0 ? head_dim : config.rotary_dim) {
+      : layout_(config.layout),
+        head_dim_(head_dim),
+        rotary_dim_(config.rotary_dim == 0 ? head_dim : config.rotary_dim) {
     SINKKV_CHECK(head_dim >= 1, "head_dim " << head_dim << " must be >= 1");
     SINKKV_CHECK(rotary_dim_ >= 2 && rotary_dim_ <= head_dim && rotary_dim_ % 2 == 0,
                  "rope rotary dimension " << rotary_dim_ << " must be even and in [2, head_dim " << head_dim << "]");

@@ -197,7 +197,8 @@ struct RopeScaling {
                      "yarn rope beta_slow " << beta_slow << " must be finite and > 0");
         SINKKV_CHECK(std::isfinite(beta_fast) && beta_fast > beta_slow,
                      "yarn rope beta_fast " << beta_fast << " must be finite and > beta_slow " << beta_slow);
-        SINKKV_CHECK(std::isfinite(mscale) && mscale >= 0.0, "yarn rope mscale " << mscale << " must be finite and >= 0");
+        SINKKV_CHECK(std::isfinite(mscale) && mscale >= 0.0,
+                     "yarn rope mscale " << mscale << " must be finite and >= 0");
         SINKKV_CHECK(std::isfinite(mscale_all_dim) && mscale_all_dim >= 0.0,
                      "yarn rope mscale_all_dim " << mscale_all_dim << " must be finite and >= 0");
         break;
@@ -293,7 +294,9 @@ struct RopeScaling {
 
  private:
   double yarn_attention_factor() const {
-    if (mscale != 0.0 && mscale_all_dim != 0.0) return yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim);
+    if (mscale != 0.0 && mscale_all_dim != 0.0) {
+      return yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim);
+    }
     return yarn_mscale(factor);
   }
   void check_factor() const {

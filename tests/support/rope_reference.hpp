@@ -14,6 +14,7 @@
 namespace sinkkv::testing {
 
 inline constexpr long double kReferenceTwoPi = 6.283185307179586476925286766559005768394L;
+inline constexpr double kReferencePi = 3.141592653589793238462643383279502884;
 
 /// theta_i = theta^(-2i/d) (Su et al., RoFormer), i = 0 .. d/2 - 1.
 inline std::vector<double> reference_plain_frequencies(double theta, int rotary_dim) {
@@ -43,7 +44,7 @@ inline std::vector<double> reference_llama3_frequencies(double theta, int rotary
                                                         double high, double old_context_len) {
   std::vector<double> result;
   for (double f : reference_plain_frequencies(theta, rotary_dim)) {
-    const double wavelength = 2 * M_PI / f;
+    const double wavelength = 2 * kReferencePi / f;
     if (wavelength < old_context_len / high) {
       result.push_back(f);
     } else if (wavelength > old_context_len / low) {
@@ -66,7 +67,9 @@ inline std::vector<double> reference_llama3_frequencies(double theta, int rotary
 inline std::vector<double> reference_yarn_frequencies(double theta, int rotary_dim, double s, double L,
                                                       double beta_fast, double beta_slow, bool truncate) {
   const double d = rotary_dim;
-  const auto index_where_turns = [&](double beta) { return d * std::log(L / (2 * M_PI * beta)) / (2 * std::log(theta)); };
+  const auto index_where_turns = [&](double beta) {
+    return d * std::log(L / (2 * kReferencePi * beta)) / (2 * std::log(theta));
+  };
   double start = index_where_turns(beta_fast);
   double end = index_where_turns(beta_slow);
   if (truncate) {

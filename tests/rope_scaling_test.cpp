@@ -219,6 +219,26 @@ TEST(RopeScaling, ExplicitFrequenciesCarryTheirAttentionFactor) {
   EXPECT_EQ(RopeScaling::explicit_frequencies({1.0}).effective_attention_factor(), 1.0);
 }
 
+// Every kind through the reference's dispatch on the description (what an
+// oracle that follows a configuration uses).
+TEST(RopeScaling, EveryKindMatchesTheReferenceReadingTheSameDescription) {
+  RopeScaling deepseek = RopeScaling::yarn(40.0, 4096.0);
+  deepseek.mscale = 1.0;
+  deepseek.mscale_all_dim = 0.707;
+  const RopeScaling kinds[] = {RopeScaling::none(),
+                               RopeScaling::linear(2.0),
+                               RopeScaling::ntk_aware(4.0),
+                               RopeScaling::llama3(),
+                               deepseek,
+                               RopeScaling::explicit_frequencies({1.0, 0.25, 0.0, 3e-6}, 1.1)};
+  for (const RopeScaling& scaling : kinds) {
+    const std::string what = "kind " + std::to_string(static_cast<int>(scaling.kind));
+    expect_frequencies_near(scaling.inv_frequencies(10000.0, 8), testing::reference_frequencies(scaling, 10000.0, 8),
+                            what);
+    EXPECT_NEAR(scaling.effective_attention_factor(), testing::reference_attention_factor(scaling), 1e-15) << what;
+  }
+}
+
 // ---- validation: every bad value gets an error naming it ------------------
 
 TEST(RopeScalingValidation, InfiniteThetaIsNamed) {

@@ -1,8 +1,9 @@
 // Test support: RoPE variants written out from their published formulas,
 // and rotary angles in extended precision. Shares no code with
-// include/sinkkv/rope*.hpp: each scheme is transcribed from its source in its
-// own way (the YaRN paper's wavelength / rotation-count terms, Meta's
-// `apply_scaling` branches), so a slip in the library shows as a mismatch.
+// include/sinkkv/rope*.hpp (it reads a RopeScaling's fields, nothing more):
+// each scheme is transcribed from its source in its own way (the YaRN
+// paper's wavelength / rotation-count terms, Meta's `apply_scaling`
+// branches), so a slip in the library shows as a mismatch.
 #pragma once
 
 #include <cassert>
@@ -10,6 +11,8 @@
 #include <cstdint>
 #include <limits>
 #include <vector>
+
+#include <sinkkv/rope_scaling.hpp>
 
 namespace sinkkv::testing {
 
@@ -92,6 +95,42 @@ inline std::vector<double> reference_yarn_frequencies(double theta, int rotary_d
 
 /// YaRN's sqrt(1/t) = 0.1 ln(s) + 1, with DeepSeek's coefficient m.
 inline double reference_yarn_mscale(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * std::log(s) + 1.0; }
+
+/// The inverse frequencies of a RopeScaling's scheme from the formulas above
+/// (reads only the description's parameters), for oracles that must follow
+/// whatever variant a configuration names.
+inline std::vector<double> reference_frequencies(const RopeScaling& scaling, double theta, int rotary_dim) {
+  switch (scaling.kind) {
+    case RopeScaling::Kind::kNone:
+      return reference_plain_frequencies(theta, rotary_dim);
+    case RopeScaling::Kind::kLinear:
+      return reference_linear_frequencies(theta, rotary_dim, scaling.factor);
+    case RopeScaling::Kind::kNtkAware:
+      return rotary_dim == 2 ? std::vector<double>{1.0}
+                             : reference_ntk_aware_frequencies(theta, rotary_dim, scaling.factor);
+    case RopeScaling::Kind::kLlama3:
+      return reference_llama3_frequencies(theta, rotary_dim, scaling.factor, scaling.low_freq_factor,
+                                          scaling.high_freq_factor, scaling.original_max_positions);
+    case RopeScaling::Kind::kYarn:
+      return reference_yarn_frequencies(theta, rotary_dim, scaling.factor, scaling.original_max_positions,
+                                        scaling.beta_fast, scaling.beta_slow, scaling.truncate);
+    case RopeScaling::Kind::kExplicit:
+      return scaling.explicit_inv_frequencies;
+  }
+  return {};
+}
+
+/// The factor each rotated coordinate is multiplied by: the override, else
+/// YaRN's (Hugging Face's rule for mscale / mscale_all_dim), else 1.
+inline double reference_attention_factor(const RopeScaling& scaling) {
+  if (scaling.attention_factor) return *scaling.attention_factor;
+  if (scaling.kind != RopeScaling::Kind::kYarn) return 1.0;
+  if (scaling.mscale != 0 && scaling.mscale_all_dim != 0) {
+    return reference_yarn_mscale(scaling.factor, scaling.mscale) /
+           reference_yarn_mscale(scaling.factor, scaling.mscale_all_dim);
+  }
+  return reference_yarn_mscale(scaling.factor, 1.0);
+}
 
 /// position * f reduced to (-pi, pi], in long double with every step exact
 /// but the last few roundings (~1e-18 rad), for positions below 2^34. The

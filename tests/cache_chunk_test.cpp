@@ -18,7 +18,7 @@ namespace sinkkv::testing {
 namespace {
 
 enum class Element { kFloat, kDouble, kHalf, kBfloat16 };
-enum class Encoding { kNone, kAlibi, kRopeAdjacent, kRopeSplit, kRopePartial };
+enum class Encoding { kNone, kAlibi, kRopeAdjacent, kRopeSplit, kRopePartial, kRopeYarn, kRopeLlama3 };
 enum class KernelKind { kReference, kSingleQueryOnly, kCpu };
 
 struct ChunkCase {
@@ -41,7 +41,8 @@ struct ChunkCase {
 
 std::string name_of(const ChunkCase& c) {
   static const char* elements[] = {"float", "double", "half", "bfloat16"};
-  static const char* encodings[] = {"none", "alibi", "ropeAdjacent", "ropeSplit", "ropePartial"};
+  static const char* encodings[] = {"none",        "alibi",    "ropeAdjacent", "ropeSplit",
+                                    "ropePartial", "ropeYarn", "ropeLlama3"};
   static const char* kernels[] = {"reference", "singleQueryOnly", "cpu"};
   std::ostringstream name;
   name << c.index << "_" << elements[static_cast<int>(c.element)] << "_" << encodings[static_cast<int>(c.encoding)]
@@ -64,7 +65,7 @@ std::vector<ChunkCase> make_cases() {
     ChunkCase c;
     c.index = i;
     c.element = static_cast<Element>(i % 4);
-    c.encoding = static_cast<Encoding>((i / 4) % 5);
+    c.encoding = static_cast<Encoding>((i / 4) % 7);
     c.kernel = static_cast<KernelKind>((i / 20) % 3);
     const bool rope = c.encoding != Encoding::kNone && c.encoding != Encoding::kAlibi;
     c.rotated_inputs = rope && random() % 2 == 0;
@@ -99,6 +100,13 @@ CacheConfig config_of(const ChunkCase& c, std::mt19937& random) {
     case Encoding::kRopeSplit: config.encoding = PositionEncoding::rotary({500000.0, 0, RopeLayout::kSplitHalves}); break;
     case Encoding::kRopePartial:
       config.encoding = PositionEncoding::rotary({10000.0, c.head_dim / 2, RopeLayout::kSplitHalves});
+      break;
+    case Encoding::kRopeYarn:  // attention factor != 1: applied once, to keys and both query frames
+      config.encoding = PositionEncoding::rotary({10000.0, 0, RopeLayout::kSplitHalves, RopeScaling::yarn(4.0, 16.0)});
+      break;
+    case Encoding::kRopeLlama3:
+      config.encoding =
+          PositionEncoding::rotary({500000.0, 0, RopeLayout::kAdjacentPairs, RopeScaling::llama3(8.0, 1.0, 4.0, 32.0)});
       break;
   }
   config.input_rotation = c.rotated_inputs ? InputRotation::kStreamRotated : InputRotation::kUnrotated;

@@ -18,7 +18,7 @@ namespace {
 
 // The one place that says how a Rope gets a variant's scaling.
 Rope scaled_rope(double theta, int rotary_dim, RopeLayout layout, int head_dim, const RopeScaling& scaling) {
-  return Rope({theta, rotary_dim, layout}, head_dim, scaling);
+  return Rope({theta, rotary_dim, layout, scaling}, head_dim);
 }
 
 // Independent reference angle: long double (64-bit mantissa on x86-64)

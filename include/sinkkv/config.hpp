@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "error.hpp"
+#include "rope_scaling.hpp"
 
 namespace sinkkv {
 
@@ -30,6 +31,9 @@ struct RopeConfig {
   /// even; the rest of each head passes through unchanged (partial rotary).
   int rotary_dim = 0;
   RopeLayout layout = RopeLayout::kAdjacentPairs;
+  /// The variant: per-pair inverse frequencies and attention factor
+  /// (RopeScaling::llama3(), yarn(), ...); plain theta by default.
+  RopeScaling scaling = RopeScaling::none();
 };
 
 /// ALiBi: score bias -slope_h * (query position - key position), measured in
@@ -246,8 +250,6 @@ struct CacheConfig {
         break;
       case PositionEncoding::Kind::kRope: {
         const RopeConfig& rope = encoding.rope;
-        SINKKV_CHECK(std::isfinite(rope.theta) && rope.theta > 1.0,
-                     "rope theta " << rope.theta << " must be finite and > 1");
         SINKKV_CHECK(rope.rotary_dim >= 0 && rope.rotary_dim <= head_dim,
                      "rope rotary_dim " << rope.rotary_dim << " outside [0, head_dim " << head_dim << "]");
         SINKKV_CHECK(rotary_dim() % 2 == 0,
@@ -255,6 +257,7 @@ struct CacheConfig {
                          << rotary_dim() << " is odd; RoPE rotates pairs and needs an even size");
         SINKKV_CHECK(rope.layout == RopeLayout::kAdjacentPairs || rope.layout == RopeLayout::kSplitHalves,
                      "rope layout " << static_cast<int>(rope.layout) << " is not a RopeLayout");
+        rope.scaling.validate(rope.theta, rotary_dim());  // theta, and the variant's parameters
         break;
       }
       case PositionEncoding::Kind::kAlibi: {

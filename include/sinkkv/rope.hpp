@@ -56,21 +56,17 @@ class Rope {
     double scale_ = 1.0;
   };
 
-  /// Plain RoPE as configured: theta^(-2i/rotary_dim), attention factor 1.
-  /// Throws sinkkv::Error for a bad head_dim, rotary_dim or theta.
-  Rope(const RopeConfig& config, int head_dim) : Rope(config, head_dim, RopeScaling::none()) {}
-
-  /// RoPE with a variant's frequencies and attention factor. Throws
-  /// sinkkv::Error naming the first bad value (RopeScaling::validate).
-  Rope(const RopeConfig& config, int head_dim, const RopeScaling& scaling)
+  /// RoPE as configured, with config.scaling's frequencies and attention
+  /// factor. Throws sinkkv::Error naming the first bad value.
+  Rope(const RopeConfig& config, int head_dim)
       : layout_(config.layout),
         head_dim_(head_dim),
         rotary_dim_(config.rotary_dim == 0 ? head_dim : config.rotary_dim) {
     SINKKV_CHECK(head_dim >= 1, "head_dim " << head_dim << " must be >= 1");
     SINKKV_CHECK(rotary_dim_ >= 2 && rotary_dim_ <= head_dim && rotary_dim_ % 2 == 0,
                  "rope rotary dimension " << rotary_dim_ << " must be even and in [2, head_dim " << head_dim << "]");
-    inv_frequency_ = scaling.inv_frequencies(config.theta, rotary_dim_);  // validates theta and the scaling
-    attention_factor_ = scaling.effective_attention_factor();
+    inv_frequency_ = config.scaling.inv_frequencies(config.theta, rotary_dim_);  // validates theta and the scaling
+    attention_factor_ = config.scaling.effective_attention_factor();
   }
 
   int head_dim() const { return head_dim_; }
@@ -118,17 +114,6 @@ class Rope {
     }
     rotation.position_ = 0;
     rotation.scale_ = 1.0;
-  }
-
-  /// Fills `rotation` for a signed position offset: a row rotated to
-  /// position p, turned by `offset`, is the row rotated to p + offset.
-  void set_offset(Rotation& rotation, std::int64_t offset) const {
-    const std::uint64_t magnitude =
-        offset < 0 ? static_cast<std::uint64_t>(-(offset + 1)) + 1 : static_cast<std::uint64_t>(offset);
-    set_position(rotation, magnitude);
-    if (offset < 0) {
-      for (double& s : rotation.sin_) s = -s;  // R(-x) = R(x)^T
-    }
   }
 
   /// The two coordinates of a rotated pair.

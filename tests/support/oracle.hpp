@@ -14,6 +14,8 @@
 
 #include <sinkkv/config.hpp>
 
+#include "rope_reference.hpp"
+
 namespace sinkkv::testing {
 
 /// Rows of one token for several heads: [heads][dim], double.
@@ -32,18 +34,21 @@ inline std::vector<std::uint64_t> expected_cached_tokens(int num_sinks, int wind
 }
 
 /// Rotates one head row to `position` with RoPE as configured, written out
-/// from the definitions (Llama: pairs (2i, 2i+1); NeoX: (i, i + r/2)).
+/// from the definitions (Llama: pairs (2i, 2i+1); NeoX: (i, i + r/2); the
+/// variant's frequencies and attention factor from rope_reference.hpp).
 inline std::vector<double> oracle_rotate(const std::vector<double>& row, double position, const RopeConfig& rope) {
   const int dim = static_cast<int>(row.size());
   const int rotary = rope.rotary_dim == 0 ? dim : rope.rotary_dim;
   std::vector<double> out = row;
+  const std::vector<double> frequencies = reference_frequencies(rope.scaling, rope.theta, rotary);
+  const double factor = reference_attention_factor(rope.scaling);
   for (int i = 0; i < rotary / 2; ++i) {
-    const double frequency = 1.0 / std::pow(rope.theta, (2.0 * i) / rotary);
+    const double frequency = frequencies[i];
     const double angle = position * frequency;
     const int a = rope.layout == RopeLayout::kAdjacentPairs ? 2 * i : i;
     const int b = rope.layout == RopeLayout::kAdjacentPairs ? 2 * i + 1 : i + rotary / 2;
-    out[a] = row[a] * std::cos(angle) - row[b] * std::sin(angle);
-    out[b] = row[a] * std::sin(angle) + row[b] * std::cos(angle);
+    out[a] = factor * (row[a] * std::cos(angle) - row[b] * std::sin(angle));
+    out[b] = factor * (row[a] * std::sin(angle) + row[b] * std::cos(angle));
   }
   return out;
 }

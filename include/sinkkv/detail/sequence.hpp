@@ -290,7 +290,7 @@ class Sequence {
         if (query_position == t) continue;  // the sink frame is the stream frame
         Rope::Rotation& rotation = mutable_sink_rotation(g, i);
         if (rotated_inputs) {
-          rope.set_offset(rotation, -static_cast<std::int64_t>(t - query_position));  // turn back by the evictions
+          rope.set_difference(rotation, -static_cast<std::int64_t>(t - query_position));  // turn back by the evictions
         } else {
           rope.set_position(rotation, query_position);
         }

@@ -292,7 +292,7 @@ int run(const Options& o) {
     std::printf("%s", toy::range_table(runs, o.ranges).c_str());
     const std::vector<std::string> reading = toy::range_reading(runs, o.ranges, config.seq_len);
     if (!reading.empty()) std::printf("\n");
-    for (const std::string& line : reading) std::printf("- %s\n", line.c_str());
+    for (const std::string& line : reading) std::printf("- %s\n", toy::word_wrap(line, 100, "  ").c_str());
   }
   if (want_mass) {
     if (mass_recorded) {

@@ -154,4 +154,12 @@ TEST(RangeReading, LeavesOutWhatItCannotCompare) {
   EXPECT_EQ(toy::range_reading(runs, toy::parse_position_ranges("r", "1-4,5-10"), 4).size(), 1u);
 }
 
+TEST(WordWrap, BreaksAtSpacesWithinTheWidth) {
+  EXPECT_EQ(toy::word_wrap("aa bb cc dd", 5, "  "), "aa bb\n  cc\n  dd");
+  EXPECT_EQ(toy::word_wrap("aa bb cc dd", 8, "  "), "aa bb cc\n  dd");
+  EXPECT_EQ(toy::word_wrap("abcdefgh ij", 4, "> "), "abcdefgh\n> ij");  // a long word keeps its own line
+  EXPECT_EQ(toy::word_wrap("short", 80, "  "), "short");
+  EXPECT_EQ(toy::word_wrap("", 80, "  "), "");
+}
+
 }  // namespace

@@ -166,7 +166,8 @@ inline std::vector<std::string> range_reading(const std::vector<PolicyRun>& runs
                     "Past the model's %d-token training length (positions %s), dense attention's perplexity is "
                     "%.2f, %.2fx the sink cache's %.2f: it attends across distances it never saw in training, "
                     "over a cache grown to %d tokens, while the sink cache holds %d.",
-                    training_length, past->label().c_str(), d, d / s, s, dense->spec.capacity(), sink->spec.capacity());
+                    training_length, past->label().c_str(), d, d / s, s, static_cast<int>(dense->end()),
+                    sink->spec.capacity());
     } else {
       std::snprintf(line, sizeof line,
                     "Past the model's %d-token training length (positions %s), dense attention's perplexity is "
@@ -212,6 +213,25 @@ inline std::vector<std::string> range_reading(const std::vector<PolicyRun>& runs
     lines.push_back(line);
   }
   return lines;
+}
+
+/// `text` broken at spaces into lines of at most `width` characters (a longer
+/// word keeps its own line), each but the first starting with `indent`.
+inline std::string word_wrap(const std::string& text, std::size_t width, const std::string& indent) {
+  std::string out, line;
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    std::size_t end = text.find(' ', begin);
+    if (end == std::string::npos) end = text.size();
+    const std::string word = text.substr(begin, end - begin);
+    if (!line.empty() && line != indent && line.size() + 1 + word.size() > width) {
+      out += line + "\n";
+      line = indent;
+    }
+    line += (line.empty() || line == indent ? "" : " ") + word;
+    begin = end + 1;
+  }
+  return out + line;
 }
 
 }  // namespace toy

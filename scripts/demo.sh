@@ -10,14 +10,14 @@
 #     window, sink and recompute attention, and prints perplexity by stream
 #     position, CPU time per token, what the numbers show, and a plot's path.
 #     Recompute re-runs the whole 256-token window for every token (O(256^2)),
-#     so it is scored on the last 256 positions only.
+#     so it is scored on the last 128 positions only.
 #
 #   scripts/demo.sh                 # from anywhere in a clone
 #   scripts/demo.sh --random        # the plain smoke run: random weights, token ids, no scoring
 #   DEMO_TOKENS=100000 DEMO_PROMPT="1 Jesus wept." scripts/demo.sh
 #
 # Environment: DEMO_TOKENS (20000), DEMO_SHOW (150 tokens at each end),
-# DEMO_SCORE_TOKENS (8192), DEMO_RECOMPUTE_TOKENS (256), DEMO_MODEL
+# DEMO_SCORE_TOKENS (8192), DEMO_RECOMPUTE_TOKENS (128), DEMO_MODEL
 # (sink_token or vanilla), DEMO_PROMPT, DEMO_SEED, DEMO_BUILD_DIR
 # (build-demo), DEMO_JOBS (2), DEMO_BIN_DIR (use toy_transformer and
 # sinkkv-eval from there instead of building).
@@ -40,7 +40,7 @@ done
 tokens="${DEMO_TOKENS:-20000}"
 show="${DEMO_SHOW:-150}"
 score_tokens="${DEMO_SCORE_TOKENS:-8192}"
-recompute_tokens="${DEMO_RECOMPUTE_TOKENS:-256}"
+recompute_tokens="${DEMO_RECOMPUTE_TOKENS:-128}"
 model_name="${DEMO_MODEL:-sink_token}"
 prompt="${DEMO_PROMPT:-1 And God said}"
 seed="${DEMO_SEED:-7}"

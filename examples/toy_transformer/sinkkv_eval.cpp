@@ -4,6 +4,10 @@
 //
 //   sinkkv-eval --checkpoint model.bin --tokens stream.bin --cache-size 256 --out eval/
 //   sinkkv-eval --checkpoint model.bin --generate 20000 --seed 1 --save-tokens stream.bin
+//   sinkkv-eval --checkpoint model.bin --tokens stream.bin --ranges 1-256,257-8192,7937-8192
+//               --recompute-range 7937-8192
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +16,7 @@
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +27,7 @@
 #include "toy/eval.hpp"
 #include "toy/model.hpp"
 #include "toy/sampler.hpp"
+#include "toy/summary.hpp"
 #include "toy/tokens.hpp"
 
 namespace {
@@ -31,6 +37,7 @@ constexpr const char* kUsage = R"(usage: sinkkv-eval --checkpoint model.bin (--t
 Stream:
   --tokens FILE         the token stream to score
   --format bin|text     FILE holds int32 little-endian ids (bin, default) or whitespace-separated ids
+  --first N             use only the first N tokens of FILE
   --generate N          sample an N-token stream from the model itself instead
                         (through a sink cache of the same size; --seed, --temperature, --top-p, --start-token)
   --save-tokens FILE    save the generated stream (in --format)
@@ -40,10 +47,14 @@ Policies:
   --cache-size L        tokens a bounded policy keeps (default 256)
   --sinks S             sinks of the sink policies, out of L (default 4)
   --limit N             score only the first N predictions under recompute (O(L^2) per token)
+  --recompute-range A-B score recompute only on stream positions A..B (see --chunk for positions)
   --threads N           threads for recompute, whose tokens are independent (default 1)
 Output:
   --out DIR             nll.csv, chunks.csv, plot.svg, attention_mass.csv (default sinkkv-eval-out)
   --chunk N             predictions per row of the perplexity table (default 1000)
+  --ranges LIST         instead of the overall and per-chunk tables: one row per policy with the
+                        perplexity over each range of positions (e.g. 1-256,257-8192), CPU time per
+                        token, and what the numbers show
   --smooth N            moving-average width of the plot (default 100)
   --mass-range A:B      attention-mass report over query positions [A, B) (0-based stream indices)
   --mass-policy P       the policy the report watches (default sink)
@@ -53,6 +64,7 @@ Output:
 struct Options {
   std::string checkpoint;
   std::string tokens_path;
+  long long first_tokens = -1;  // all
   toy::TokenFormat format = toy::TokenFormat::kBinary;
   long long generate = 0;
   std::uint64_t seed = 1;
@@ -64,6 +76,8 @@ struct Options {
   int cache_size = 256;
   int sinks = 4;
   long long limit = -1;
+  std::optional<toy::PositionRange> recompute_range;
+  std::vector<toy::PositionRange> ranges;
   int threads = 1;
   std::string out_dir = "sinkkv-eval-out";
   long long chunk = 1000;
@@ -101,6 +115,8 @@ Options parse(int argc, char** argv) {
       o.checkpoint = value;
     } else if (flag == "--tokens") {
       o.tokens_path = value;
+    } else if (flag == "--first") {
+      o.first_tokens = toy::parse_integer(flag, value, 2, 1LL << 40);
     } else if (flag == "--format") {
       o.format = toy::parse_token_format(value);
     } else if (flag == "--generate") {
@@ -123,6 +139,12 @@ Options parse(int argc, char** argv) {
       o.sinks = static_cast<int>(toy::parse_integer(flag, value, 0, 1 << 24));
     } else if (flag == "--limit") {
       o.limit = toy::parse_integer(flag, value, 1, 1LL << 40);
+    } else if (flag == "--recompute-range") {
+      const std::vector<toy::PositionRange> range = toy::parse_position_ranges(flag, value);
+      TOY_CHECK(range.size() == 1, flag << ": '" << value << "' is not one range A-B");
+      o.recompute_range = range[0];
+    } else if (flag == "--ranges") {
+      o.ranges = toy::parse_position_ranges(flag, value);
     } else if (flag == "--threads") {
       o.threads = static_cast<int>(toy::parse_integer(flag, value, 1, 1024));
     } else if (flag == "--out") {
@@ -147,6 +169,8 @@ Options parse(int argc, char** argv) {
   TOY_CHECK(!o.checkpoint.empty(), "--checkpoint is required (see --help)");
   TOY_CHECK(o.tokens_path.empty() != (o.generate == 0), "give exactly one of --tokens FILE and --generate N");
   TOY_CHECK(o.sinks < o.cache_size, "--sinks " << o.sinks << " leaves no window in --cache-size " << o.cache_size);
+  TOY_CHECK(o.limit < 0 || !o.recompute_range, "give at most one of --limit and --recompute-range");
+  TOY_CHECK(o.first_tokens < 0 || !o.tokens_path.empty(), "--first applies to --tokens FILE only");
   return o;
 }
 
@@ -167,14 +191,16 @@ toy::ProgressFn progress_printer(const std::string& what, double every) {
   if (every <= 0) return {};
   auto clock = std::make_shared<toy::Stopwatch>();
   auto next = std::make_shared<double>(every);
+  const bool in_place = ::isatty(STDERR_FILENO) == 1;  // a terminal: one line per policy, rewritten
   return [=](std::size_t done, std::size_t total, int cache_size, int cache_capacity) {
     const double seconds = clock->seconds();
     if (seconds < *next && done != total) return;
     *next = seconds + every;
     const double rate = static_cast<double>(done) / seconds;
-    std::fprintf(stderr, "[%s] %zu/%zu tokens | %.0f tok/s | cache %d/%d | RSS %.1f MiB | ETA %.1f min\n",
-                 what.c_str(), done, total, rate, cache_size, cache_capacity,
-                 toy::mib(toy::resident_bytes()), static_cast<double>(total - done) / rate / 60.0);
+    std::fprintf(stderr, "%s[%s] %zu/%zu tokens | %.0f tok/s | cache %d/%d | RSS %.1f MiB | ETA %.1f min%s",
+                 in_place ? "\r" : "", what.c_str(), done, total, rate, cache_size, cache_capacity,
+                 toy::mib(toy::resident_bytes()), static_cast<double>(total - done) / rate / 60.0,
+                 !in_place || done == total ? "\n" : "\033[K");
   };
 }
 
@@ -194,11 +220,14 @@ int run(const Options& o) {
     if (!o.save_tokens.empty()) toy::write_tokens(tokens, o.save_tokens, o.format);
   } else {
     tokens = toy::read_tokens(o.tokens_path, o.format, config.vocab_size);
+    if (o.first_tokens > 0 && tokens.size() > static_cast<std::size_t>(o.first_tokens)) {
+      tokens.resize(static_cast<std::size_t>(o.first_tokens));
+    }
     TOY_CHECK(tokens.size() >= 2, o.tokens_path << " holds " << tokens.size() << " tokens; at least 2 are needed");
   }
   const std::size_t predictions = tokens.size() - 1;
   std::cerr << "stream: " << tokens.size() << " tokens; cache size L = " << o.cache_size << " (" << o.sinks
-            << " sinks in the sink policies)\n";
+            << (o.sinks == 1 ? " sink" : " sinks") << " in the sink policies)\n";
   if (config.seq_len < o.cache_size) {
     std::cerr << "note: the model was trained on " << config.seq_len << "-token sequences, less than L\n";
   }
@@ -210,21 +239,34 @@ int run(const Options& o) {
   std::vector<toy::PolicyRun> runs;
   for (toy::Policy policy : o.policies) {
     const toy::PolicySpec spec = spec_for(policy, o, tokens.size());
-    const std::size_t limit =
-        policy == toy::Policy::kRecompute && o.limit > 0 ? static_cast<std::size_t>(o.limit) : SIZE_MAX;
+    // Recompute costs O(L^2) per token: --limit N scores its first N predictions, --recompute-range A-B
+    // positions A..B only.
+    std::size_t first = 0, limit = SIZE_MAX;
+    if (policy == toy::Policy::kRecompute && o.limit > 0) limit = static_cast<std::size_t>(o.limit);
+    if (policy == toy::Policy::kRecompute && o.recompute_range) {
+      first = o.recompute_range->begin();
+      limit = o.recompute_range->end() - first;
+      TOY_CHECK(first < predictions, "--recompute-range " << o.recompute_range->label() << " starts past the "
+                                                          << predictions << " predictions of the stream");
+    }
     const bool probe = want_mass && policy == o.mass_policy;
+    TOY_CHECK(!probe || first == 0, "--mass-policy recompute needs --recompute-range to start at 1");
     const toy::Stopwatch clock;
+    const double cpu_start = toy::process_cpu_seconds();
     toy::PolicyRun run;
     run.name = toy::policy_name(policy);
+    run.spec = spec;
+    run.first = first;
     if (policy == toy::Policy::kRecompute && !probe) {
-      run.nll = toy::recompute_nll(weights, spec.window, tokens, limit, o.threads,
-                                   progress_printer(run.name, o.progress_every));
+      run.nll = toy::recompute_nll(weights, spec.window, tokens, first, first + std::min(limit, predictions),
+                                   o.threads, progress_printer(run.name, o.progress_every));
     } else {
       run.nll = toy::stream_nll(weights, spec, tokens, limit, progress_printer(run.name, o.progress_every),
                                 probe ? &mass : nullptr, static_cast<std::size_t>(std::max(0LL, o.mass_begin)),
                                 static_cast<std::size_t>(std::max(0LL, o.mass_end)));
     }
     run.seconds = clock.seconds();
+    run.cpu_seconds = toy::process_cpu_seconds() - cpu_start;
     mass_recorded = mass_recorded || probe;
     runs.push_back(std::move(run));
   }
@@ -237,14 +279,21 @@ int run(const Options& o) {
                       "moving-average NLL, L = " + std::to_string(o.cache_size) + ", " + std::to_string(o.sinks) +
                           " sinks: " + o.checkpoint);
 
-  std::printf("%-14s %10s %12s %10s %10s %9s\n", "policy", "tokens", "perplexity", "mean NLL", "seconds", "tok/s");
-  for (const toy::PolicyRun& run : runs) {
-    const double ppl = toy::perplexity(run.nll, 0, run.nll.size());
-    std::printf("%-14s %10zu %12.4f %10.4f %10.2f %9.0f\n", run.name.c_str(), run.nll.size(), ppl, std::log(ppl),
-                run.seconds, static_cast<double>(run.nll.size()) / run.seconds);
+  if (o.ranges.empty()) {
+    std::printf("%-14s %10s %12s %10s %10s %9s\n", "policy", "tokens", "perplexity", "mean NLL", "seconds", "tok/s");
+    for (const toy::PolicyRun& run : runs) {
+      const double ppl = toy::perplexity(run.nll, 0, run.nll.size());
+      std::printf("%-14s %10zu %12.4f %10.4f %10.2f %9.0f\n", run.name.c_str(), run.nll.size(), ppl, std::log(ppl),
+                  run.seconds, static_cast<double>(run.nll.size()) / run.seconds);
+    }
+    std::printf("\nperplexity per chunk of %lld predictions (position = index of the predicted token):\n%s",
+                o.chunk, table.c_str());
+  } else {
+    std::printf("%s", toy::range_table(runs, o.ranges).c_str());
+    const std::vector<std::string> reading = toy::range_reading(runs, o.ranges, config.seq_len);
+    if (!reading.empty()) std::printf("\n");
+    for (const std::string& line : reading) std::printf("- %s\n", toy::word_wrap(line, 100, "  ").c_str());
   }
-  std::printf("\nperplexity per chunk of %lld predictions (position = index of the predicted token):\n%s", o.chunk,
-              table.c_str());
   if (want_mass) {
     if (mass_recorded) {
       const std::string mass_csv = o.out_dir + "/attention_mass.csv";

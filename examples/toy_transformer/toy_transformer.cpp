@@ -3,9 +3,13 @@
 //
 //   toy_transformer                                   seeded random weights
 //   toy_transformer --checkpoint model.bin --tokenizer tokenizer.bin --tokens 1000000
+//   toy_transformer --checkpoint models/sink_token/model.bin --tokenizer models/sink_token/vocab.json
+//                   --start-token 767 --prompt "1 And God said"
 //
 // Progress (tokens/s, cache occupancy, resident memory) goes to stderr, the
 // generated text (or token ids) to stdout.
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +23,7 @@
 #include "toy/cli.hpp"
 #include "toy/model.hpp"
 #include "toy/sampler.hpp"
+#include "toy/tokenizer.hpp"
 #include "toy/tokens.hpp"
 
 namespace {
@@ -27,12 +32,15 @@ constexpr const char* kUsage = R"(usage: toy_transformer [options]
 
 Model (default: seeded random weights, dim 128, 6 layers, 4 heads, 2 KV heads, vocab 768):
   --checkpoint PATH      llama2.c checkpoint (legacy version-0 format)
-  --tokenizer PATH       llama2.c tokenizer.bin: print text instead of token ids
+  --tokenizer PATH       print text instead of token ids: the model's BPE vocab.json (tools/train; also
+                         encodes --prompt) or a llama2.c tokenizer.bin (decodes only)
   --model-seed N         seed of the random weights (default 1)
   --save-checkpoint PATH write the model in use as a llama2.c checkpoint and exit
 Generation:
+  --prompt TEXT          start from TEXT, encoded by --tokenizer's vocab.json; must fit in the cache
   --tokens N             tokens to generate (default 256)
-  --start-token ID       first input token (default 1, llama2.c's BOS)
+  --start-token ID       first input token (default 1, llama2.c's BOS; with --prompt: none unless given,
+                         then it goes before the prompt, e.g. 767 = <sink> for models/sink_token)
   --temperature T        0 = greedy (default 1.0)
   --top-p P              nucleus sampling threshold in (0, 1] (default 0.9)
   --seed N               sampling seed (default 1)
@@ -42,7 +50,9 @@ Cache:
   --window W             most recent tokens kept (default 252)
 Output:
   --quiet                do not print the generated tokens
-  --progress-every SEC   seconds between progress lines on stderr (default 1; 0 = none)
+  --show-ends N          print only the first N and the last N generated tokens
+  --progress-every SEC   seconds between progress lines on stderr (default 1; 0 = none); on a
+                         terminal the line is rewritten in place while no text is printed
 )";
 
 struct Options {
@@ -50,8 +60,10 @@ struct Options {
   std::string tokenizer;
   std::string save_checkpoint;
   std::uint64_t model_seed = 1;
+  std::optional<std::string> prompt;
   long long tokens = 256;
   int start_token = 1;
+  bool start_token_given = false;
   float temperature = 1.0f;
   float top_p = 0.9f;
   std::uint64_t seed = 1;
@@ -60,6 +72,7 @@ struct Options {
   int window = 252;
   bool sinks_given = false;
   bool quiet = false;
+  long long show_ends = -1;  // -1: every token
   double progress_every = 1.0;
 };
 
@@ -85,10 +98,13 @@ Options parse(int argc, char** argv) {
       o.save_checkpoint = value;
     } else if (flag == "--model-seed") {
       o.model_seed = static_cast<std::uint64_t>(toy::parse_integer(flag, value, 0, (1LL << 62)));
+    } else if (flag == "--prompt") {
+      o.prompt = value;
     } else if (flag == "--tokens") {
       o.tokens = toy::parse_integer(flag, value, 1, 1LL << 40);
     } else if (flag == "--start-token") {
       o.start_token = static_cast<int>(toy::parse_integer(flag, value, 0, toy::ModelConfig::kMaxVocab - 1));
+      o.start_token_given = true;
     } else if (flag == "--temperature") {
       o.temperature = static_cast<float>(toy::parse_real(flag, value, 0, 100));
     } else if (flag == "--top-p") {
@@ -102,6 +118,8 @@ Options parse(int argc, char** argv) {
       o.sinks_given = true;
     } else if (flag == "--window") {
       o.window = static_cast<int>(toy::parse_integer(flag, value, 1, 1 << 28));
+    } else if (flag == "--show-ends") {
+      o.show_ends = toy::parse_integer(flag, value, 0, 1LL << 40);
     } else if (flag == "--progress-every") {
       o.progress_every = toy::parse_real(flag, value, 0, 1e6);
     } else {
@@ -111,8 +129,9 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-/// The cache the options ask for; dense holds the whole generation.
-toy::PolicySpec policy_spec(const Options& o, const toy::ModelConfig& model) {
+/// The cache the options ask for; dense holds the whole stream (`inputs`
+/// fed tokens, then the generated ones).
+toy::PolicySpec policy_spec(const Options& o, const toy::ModelConfig& model, std::size_t inputs) {
   toy::PolicySpec spec;
   spec.policy = o.policy;
   const bool sinks_allowed = o.policy == toy::Policy::kSink || o.policy == toy::Policy::kSinkStream;
@@ -121,7 +140,7 @@ toy::PolicySpec policy_spec(const Options& o, const toy::ModelConfig& model) {
   spec.num_sinks = sinks_allowed ? o.sinks : 0;
   spec.window = o.window;
   if (o.policy == toy::Policy::kDense) {
-    const long long needed = o.tokens + 1;
+    const long long needed = o.tokens + static_cast<long long>(inputs);
     const double bytes = static_cast<double>(needed) * model.num_layers * 2.0 * model.kv_dim() * sizeof(float);
     TOY_CHECK(needed <= (1 << 28) && bytes <= 8.0 * (1ull << 30),
               "--policy dense for --tokens " << o.tokens << " needs a " << toy::mib(static_cast<std::uint64_t>(bytes))
@@ -143,6 +162,99 @@ toy::ModelConfig default_config() {
   return c;
 }
 
+/// How ids become text: a BPE vocab.json (which also encodes prompts) or a
+/// llama2.c tokenizer.bin (decodes only).
+struct TextCodec {
+  std::optional<toy::BytePairEncoder> bpe;
+  std::optional<toy::Tokenizer> pieces;
+
+  static TextCodec load(const std::string& path, int vocab_size) {
+    TextCodec codec;
+    const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+    if (json) {
+      codec.bpe = toy::load_bpe_vocab(path);
+      TOY_CHECK(codec.bpe->vocab_size() == vocab_size,
+                path << ": the tokenizer has " << codec.bpe->vocab_size() << " ids, the model " << vocab_size
+                     << ": not this model's tokenizer");
+    } else {
+      codec.pieces = toy::load_tokenizer(path, vocab_size);
+    }
+    return codec;
+  }
+  std::string decode(int token) const { return bpe ? bpe->piece(token) : pieces->decode(token); }
+};
+
+/// The ids fed before generation: --start-token (unless only a prompt is
+/// given), then the prompt's. Errors name what is missing or too long.
+std::vector<std::int32_t> input_tokens(const Options& o, const std::optional<TextCodec>& codec,
+                                       const toy::PolicySpec& spec, int vocab_size) {
+  TOY_CHECK(o.start_token < vocab_size,
+            "--start-token " << o.start_token << " outside the vocabulary [0, " << vocab_size << ")");
+  std::vector<std::int32_t> inputs;
+  if (!o.prompt || o.start_token_given) inputs.push_back(o.start_token);
+  if (!o.prompt) return inputs;
+  TOY_CHECK(codec, "--prompt needs the model's tokenizer to encode it: add --tokenizer with the vocab.json "
+                   "beside the checkpoint (models/<name>/vocab.json)");
+  TOY_CHECK(codec->bpe, "--prompt: a llama2.c tokenizer.bin only decodes; pass the model's vocab.json (its BPE "
+                        "merges) as --tokenizer");
+  const std::vector<std::int32_t> prompt = codec->bpe->encode(*o.prompt);
+  inputs.insert(inputs.end(), prompt.begin(), prompt.end());
+  TOY_CHECK(!inputs.empty(), "--prompt is empty and no --start-token is given: nothing to start from");
+  if (spec.policy != toy::Policy::kDense) {
+    TOY_CHECK(inputs.size() <= static_cast<std::size_t>(spec.capacity()),
+              "--prompt is " << prompt.size() << " tokens" << (o.start_token_given ? " after --start-token" : "")
+                             << ", more than the " << spec.capacity() << "-token cache (" << spec.num_sinks
+                             << (spec.num_sinks == 1 ? " sink + " : " sinks + ") << spec.window
+                             << " window): the cache would evict part of it before "
+                             << "the first token is generated; shorten the prompt or raise --window");
+  }
+  return inputs;
+}
+
+/// The progress line on stderr: rewritten in place on a terminal (while no
+/// text is being printed to it), one line per report elsewhere.
+class ProgressLine {
+ public:
+  ProgressLine(double every, bool text_on_terminal)
+      : every_(every), next_(every), in_place_(::isatty(STDERR_FILENO) == 1), text_on_terminal_(text_on_terminal) {}
+
+  /// Reports if `every` seconds have passed, unless `text_shown`: the
+  /// token's text was printed and the progress would cut into it (both on a
+  /// terminal, where the text is the progress, or `brief`: only a few
+  /// tokens are shown at each end, where the line waits for the middle).
+  template <class Line>
+  void maybe_report(const toy::Stopwatch& clock, bool text_shown, bool brief, Line&& line) {
+    if (every_ <= 0 || clock.seconds() < next_) return;
+    next_ = clock.seconds() + every_;
+    if (text_shown && (brief || (text_on_terminal_ && in_place_))) return;
+    std::fflush(stdout);
+    if (in_place_) {
+      std::fprintf(stderr, "\r%s\033[K", line().c_str());
+      open_ = true;
+    } else {
+      std::fprintf(stderr, "%s\n", line().c_str());
+    }
+  }
+  /// Erases an in-place line, before text goes to the terminal again.
+  void clear() {
+    if (open_) std::fputs("\r\033[K", stderr);
+    open_ = false;
+  }
+  /// The last report, as a finished line.
+  template <class Line>
+  void finish(Line&& line) {
+    clear();
+    if (every_ > 0) std::fprintf(stderr, "%s\n", line().c_str());
+  }
+
+ private:
+  double every_;
+  double next_;
+  bool in_place_;
+  bool text_on_terminal_;
+  bool open_ = false;
+};
+
 int run(const Options& o) {
   const toy::ModelWeights weights =
       o.checkpoint.empty() ? toy::random_weights(default_config(), o.model_seed) : toy::load_checkpoint(o.checkpoint);
@@ -152,52 +264,71 @@ int run(const Options& o) {
     std::cerr << "wrote " << o.save_checkpoint << " (" << config << ")\n";
     return 0;
   }
-  std::optional<toy::Tokenizer> tokenizer;
-  if (!o.tokenizer.empty()) tokenizer = toy::load_tokenizer(o.tokenizer, config.vocab_size);
-  TOY_CHECK(o.start_token < config.vocab_size,
-            "--start-token " << o.start_token << " outside the vocabulary [0, " << config.vocab_size << ")");
+  std::optional<TextCodec> codec;
+  if (!o.tokenizer.empty()) codec = TextCodec::load(o.tokenizer, config.vocab_size);
+  const std::vector<std::int32_t> inputs = input_tokens(o, codec, policy_spec(o, config, 1), config.vocab_size);
 
-  const toy::PolicySpec spec = policy_spec(o, config);
+  const toy::PolicySpec spec = policy_spec(o, config, inputs.size());
   toy::Decoder decoder(weights, spec);
   toy::Sampler sampler(config.vocab_size, o.temperature, o.top_p, o.seed);
   std::cerr << "model: " << (o.checkpoint.empty() ? "random weights (seed " + std::to_string(o.model_seed) + ")"
                                                   : o.checkpoint)
             << ", " << config << "\n"
-            << "cache: " << toy::policy_name(spec.policy) << ", " << spec.num_sinks << " sinks + " << spec.window
+            << "cache: " << toy::policy_name(spec.policy) << ", " << spec.num_sinks
+            << (spec.num_sinks == 1 ? " sink + " : " sinks + ") << spec.window
             << " window = " << spec.capacity() << " tokens, " << toy::mib(decoder.cache_bytes()) << " MiB\n";
+  if (o.prompt) {
+    std::cerr << "prompt: " << inputs.size() - (o.start_token_given ? 1 : 0) << " tokens";
+    if (o.start_token_given) std::cerr << " after --start-token " << o.start_token;
+    std::cerr << "\n";
+  }
 
+  const bool print_text = !o.quiet;
+  const bool elide = o.show_ends >= 0 && o.tokens > 2 * o.show_ends;
+  const auto shown = [&](long long n) { return !elide || n <= o.show_ends || n > o.tokens - o.show_ends; };
+  ProgressLine progress(o.progress_every, print_text && ::isatty(STDOUT_FILENO) == 1);
   const std::uint64_t rss_before = toy::resident_bytes();
   const toy::Stopwatch clock;
-  double next_report = o.progress_every;
-  const auto progress = [&](long long done) {
-    const double seconds = clock.seconds();
-    std::fprintf(stderr, "[%s] %lld/%lld tokens | %.0f tok/s | cache %d/%d | RSS %.1f MiB\n",
-                 toy::policy_name(spec.policy), done, o.tokens, static_cast<double>(done) / seconds,
-                 decoder.cache_size(), decoder.cache_capacity(), toy::mib(toy::resident_bytes()));
+  long long done = 0;
+  const auto line = [&] {
+    char text[256];
+    std::snprintf(text, sizeof text, "[%s] %lld/%lld tokens | %.0f tok/s | cache %d/%d | RSS %.1f MiB",
+                  toy::policy_name(spec.policy), done, o.tokens, static_cast<double>(done) / clock.seconds(),
+                  decoder.cache_size(), decoder.cache_capacity(), toy::mib(toy::resident_bytes()));
+    return std::string(text);
   };
 
-  int token = o.start_token;
+  if (print_text && codec && o.prompt) std::fwrite(o.prompt->data(), 1, o.prompt->size(), stdout);
+  const float* logits = nullptr;
+  for (std::int32_t token : inputs) logits = decoder.step(token);
   for (long long n = 1; n <= o.tokens; ++n) {
-    token = sampler.sample(decoder.step(token));
-    if (!o.quiet) {
-      if (tokenizer) {
-        const std::string piece = tokenizer->decode(token);
+    const int token = sampler.sample(logits);
+    done = n;
+    if (print_text && elide && n == o.show_ends + 1) {  // the middle: only the progress line
+      std::fputc('\n', stdout);
+      std::fflush(stdout);
+    }
+    if (print_text && shown(n)) {
+      if (elide && n == o.tokens - o.show_ends + 1) {
+        progress.clear();
+        std::fprintf(stdout, "[... %lld tokens not shown ...]\n", o.tokens - 2 * o.show_ends);
+      }
+      if (codec) {
+        const std::string piece = codec->decode(token);
         std::fwrite(piece.data(), 1, piece.size(), stdout);
       } else {
         std::fprintf(stdout, "%d%c", token, n % 20 == 0 ? '\n' : ' ');
       }
     }
-    if (o.progress_every > 0 && clock.seconds() >= next_report) {
-      std::fflush(stdout);
-      progress(n);
-      next_report = clock.seconds() + o.progress_every;
-    }
+    if (n < o.tokens) logits = decoder.step(token);
+    progress.maybe_report(clock, print_text && shown(n), elide, line);
   }
   const double seconds = clock.seconds();
   const std::uint64_t rss_after = toy::resident_bytes();
-  if (!o.quiet) std::fputc('\n', stdout);
+  if (print_text && elide && o.show_ends == 0) std::fprintf(stdout, "[... %lld tokens not shown ...]", o.tokens);
+  if (print_text) std::fputc('\n', stdout);
   std::fflush(stdout);
-  if (o.progress_every > 0) progress(o.tokens);
+  progress.finish(line);
   std::fprintf(stderr,
                "generated %lld tokens in %.2f s: %.0f tokens/s; cache %d/%d tokens; "
                "resident memory %.1f MiB before, %.1f MiB after\n",

@@ -104,10 +104,18 @@ TEST(StreamNll, RecomputeOnThreadsIsIdenticalToTheSequentialDecoder) {
   for (int threads : {1, 2, 3, 7}) {
     std::size_t reports = 0;
     const toy::ProgressFn count = [&](std::size_t, std::size_t, int, int) { ++reports; };
-    EXPECT_EQ(toy::recompute_nll(weights, 6, tokens, SIZE_MAX, threads, count), sequential) << threads << " threads";
+    EXPECT_EQ(toy::recompute_nll(weights, 6, tokens, 0, SIZE_MAX, threads, count), sequential)
+        << threads << " threads";
     EXPECT_GE(reports, 1u);
   }
-  EXPECT_EQ(toy::recompute_nll(weights, 6, tokens, 11, 2), std::vector<double>(sequential.begin(), sequential.begin() + 11));
+  EXPECT_EQ(toy::recompute_nll(weights, 6, tokens, 0, 11, 2),
+            std::vector<double>(sequential.begin(), sequential.begin() + 11));
+  // A range late in the stream: the same numbers as the sequential decoder's there.
+  EXPECT_EQ(toy::recompute_nll(weights, 6, tokens, 23, 31, 2),
+            std::vector<double>(sequential.begin() + 23, sequential.begin() + 31));
+  EXPECT_EQ(toy::recompute_nll(weights, 6, tokens, 35, 1000, 3),
+            std::vector<double>(sequential.begin() + 35, sequential.end()));
+  EXPECT_TRUE(toy::recompute_nll(weights, 6, tokens, 40, 1000, 2).empty());
 }
 
 TEST(AttentionMass, MatchesReferenceSoftmaxWeightsOnCachePositions) {
@@ -211,6 +219,43 @@ TEST(Writers, CsvTableAndSvg) {
   EXPECT_NE(text.find("data-policy=\"recompute\""), std::string::npos);
   EXPECT_NE(text.find("L = 3"), std::string::npos);
   EXPECT_NE(text.find(">a&lt;b &amp; c</text>"), std::string::npos) << "the title is escaped";
+  for (const std::string& path : {csv, chunks, svg}) std::remove(path.c_str());
+}
+
+// --recompute-range: a run that starts later in the stream is written at its
+// own positions in the CSV, the chunk table and the plot.
+TEST(Writers, ARunScoredOnALaterRangeSitsAtItsPositions) {
+  const std::vector<std::int32_t> tokens = {5, 6, 7, 8, 9};
+  std::vector<toy::PolicyRun> runs(2);
+  runs[0].name = "sink";
+  runs[0].nll = {0.5, 1.0, 1.5, 2.0};
+  runs[1].name = "recompute";
+  runs[1].nll = {0.25, 0.75};  // predictions 2 and 3: positions 3 and 4
+  runs[1].first = 2;
+  EXPECT_EQ(runs[1].end(), 4u);
+  EXPECT_DOUBLE_EQ(runs[1].perplexity_within(0, 4), std::exp(0.5));
+  EXPECT_DOUBLE_EQ(runs[1].perplexity_within(3, 4), std::exp(0.75));
+  EXPECT_TRUE(std::isnan(runs[1].perplexity_within(0, 2)));
+
+  const std::string csv = temp_path("later_nll.csv");
+  toy::write_nll_csv(csv, tokens, runs);
+  EXPECT_EQ(slurp(csv),
+            "position,token,sink,recompute\n1,6,0.500000,\n2,7,1.000000,\n3,8,1.500000,0.250000\n"
+            "4,9,2.000000,0.750000\n");
+  const std::string chunks = temp_path("later_chunks.csv");
+  toy::chunk_table(runs, 4, 2, chunks);
+  char row[128];
+  std::snprintf(row, sizeof row, "1,2,%.6f,\n3,4,%.6f,%.6f\n", std::exp(0.75), std::exp(1.75), std::exp(0.5));
+  EXPECT_EQ(slurp(chunks), std::string("first,last,sink,recompute\n") + row);
+
+  const std::string svg = temp_path("later_plot.svg");
+  toy::write_svg_plot(svg, runs, 1, 0, "later");
+  // x = 70 + 720 * position / 4: the recompute line starts at position 3.
+  const std::string text = slurp(svg);
+  EXPECT_NE(text.find("data-policy=\"recompute\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"1.5\" "
+                      "points=\"610.0,"),
+            std::string::npos)
+      << text;
   for (const std::string& path : {csv, chunks, svg}) std::remove(path.c_str());
 }
 

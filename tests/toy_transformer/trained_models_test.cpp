@@ -158,7 +158,7 @@ const SliceResult& stream_slice(const std::string& model) {
   r.sink1 = mean(toy::stream_nll(weights, PolicySpec{Policy::kSink, 1, 31}, tokens));
   r.sink4 = mean(toy::stream_nll(weights, PolicySpec{Policy::kSink, 4, 28}, tokens));
   r.sink4_stream_positions = mean(toy::stream_nll(weights, PolicySpec{Policy::kSinkStream, 4, 28}, tokens));
-  r.recompute = mean(toy::recompute_nll(weights, 32, tokens, SIZE_MAX, 2));
+  r.recompute = mean(toy::recompute_nll(weights, 32, tokens, 0, SIZE_MAX, 2));
   std::printf("[ stream   ] %s, 1024 tokens, L=32, mean NLL: window %.4f, sink 1 %.4f, sink 4 %.4f, "
               "sink 4 at stream positions %.4f, recompute %.4f\n",
               model.c_str(), r.window, r.sink1, r.sink4, r.sink4_stream_positions, r.recompute);

@@ -132,7 +132,7 @@ class BPE:
         ids = self._cache.get(w)
         if ids is not None:
             return ids
-        s = list(w.encode("utf-8"))
+        s = list(w.encode("utf-8", "surrogateescape"))  # see encode_bytes; plain text has no surrogates
         while len(s) > 1:
             best_rank, best_i = None, -1
             for i in range(len(s) - 1):
@@ -161,6 +161,12 @@ class BPE:
         for w in pretokenize(text):
             ids.extend(self._encode_word(w))
         return ids
+
+    def encode_bytes(self, data: bytes) -> List[int]:
+        """``encode`` for any bytes: bytes that are not well-formed UTF-8 become lone
+        surrogates ("surrogateescape"), each one character of the ``[^\\sA-Za-z0-9]`` class,
+        and are encoded back to the same byte. For valid UTF-8, ``encode(data.decode())``."""
+        return self.encode(data.decode("utf-8", "surrogateescape"))
 
     def piece(self, i: int) -> bytes:
         return SINK_TEXT.encode() if i == self.sink_id else self.pieces[i]

@@ -1,6 +1,8 @@
 // toy: small helpers of the two command-line programs — strict number
-// parsing, resident memory, a wall clock.
+// parsing, resident memory, a wall clock and CPU time.
 #pragma once
+
+#include <time.h>
 
 #include <chrono>
 #include <cstdint>
@@ -54,6 +56,13 @@ inline std::uint64_t resident_bytes() {
 }
 
 inline double mib(std::uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+
+/// CPU time of the whole process (every thread) in seconds.
+inline double process_cpu_seconds() {
+  timespec now{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
 
 class Stopwatch {
  public:

@@ -60,19 +60,22 @@ inline std::vector<double> stream_nll(const ModelWeights& weights, const PolicyS
 }
 
 /// The recompute policy's per-token NLL (as stream_nll with
-/// Policy::kRecompute), computed by `threads` threads: every prediction is a
-/// fresh pass over its own last `window` tokens, so predictions are
-/// independent. Each thread owns a model and a cache and
-/// takes blocks of predictions from a shared counter; the
+/// Policy::kRecompute) for predictions [begin, end) only (end is clamped to
+/// the stream): element j is the NLL of prediction begin + j. Computed by
+/// `threads` threads: every prediction is a fresh pass over its own last
+/// `window` tokens, so predictions are independent and a range late in the
+/// stream costs no more than one at its start. Each thread owns a model and
+/// a cache and takes blocks of predictions from a shared counter; the
 /// arithmetic per token is the same as the sequential Decoder's, so the
 /// result is identical for any thread count. `progress` is called from the
 /// calling thread only.
 inline std::vector<double> recompute_nll(const ModelWeights& weights, int window,
-                                         const std::vector<std::int32_t>& tokens, std::size_t limit, int threads,
-                                         const ProgressFn& progress = {}) {
+                                         const std::vector<std::int32_t>& tokens, std::size_t begin, std::size_t end,
+                                         int threads, const ProgressFn& progress = {}) {
   TOY_CHECK(threads >= 1, "threads " << threads << " must be >= 1");
   TOY_CHECK(window >= 1, "recompute: window " << window << " must be >= 1");
-  const std::size_t total = tokens.size() < 2 ? 0 : std::min(tokens.size() - 1, limit);
+  end = std::min(end, tokens.size() < 2 ? 0 : tokens.size() - 1);
+  const std::size_t total = end > begin ? end - begin : 0;
   std::vector<double> nll(total);
   std::atomic<std::size_t> done{0};
   std::atomic<bool> failed{false};
@@ -86,13 +89,14 @@ inline std::vector<double> recompute_nll(const ModelWeights& weights, int window
   const auto work = [&](int t) {
     try {
       Decoder& decoder = *decoders[static_cast<std::size_t>(t)];
-      for (std::size_t begin = next.fetch_add(kBlock); begin < total && !failed; begin = next.fetch_add(kBlock)) {
-        for (std::size_t i = begin; i < std::min(begin + kBlock, total); ++i) {
+      for (std::size_t block = next.fetch_add(kBlock); block < total && !failed; block = next.fetch_add(kBlock)) {
+        for (std::size_t j = block; j < std::min(block + kBlock, total); ++j) {
           // What Decoder::step does under recompute: the last `window` tokens, oldest first.
+          const std::size_t i = begin + j;  // the prediction
           const std::size_t first =
               i + 1 > static_cast<std::size_t>(window) ? i + 1 - static_cast<std::size_t>(window) : 0;
           const float* logits = decoder.recompute(tokens.data() + first, i + 1 - first);
-          nll[i] = negative_log_likelihood(logits, weights.config.vocab_size, tokens[i + 1]);
+          nll[j] = negative_log_likelihood(logits, weights.config.vocab_size, tokens[i + 1]);
           ++done;
         }
       }
@@ -104,18 +108,20 @@ inline std::vector<double> recompute_nll(const ModelWeights& weights, int window
   };
   std::vector<std::thread> pool;
   for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
+  std::size_t reported = 0;
   if (progress) {  // the calling thread only reports
     pool.emplace_back(work, 0);
     while (done < total && !failed) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      progress(done, total, window, window);
+      reported = done;
+      progress(reported, total, window, window);
     }
   } else {
     work(0);
   }
   for (std::thread& thread : pool) thread.join();
   if (failed) throw Error(failure);
-  if (progress && total > 0) progress(total, total, window, window);
+  if (progress && total > 0 && reported < total) progress(total, total, window, window);  // once at the end
   return nll;
 }
 
@@ -162,8 +168,21 @@ inline std::vector<double> moving_average(const std::vector<double>& values, std
 /// One policy's result.
 struct PolicyRun {
   std::string name;
-  std::vector<double> nll;  // [predictions], may be shorter than the stream (--limit)
-  double seconds = 0;
+  PolicySpec spec;
+  std::vector<double> nll;  // [scored predictions]: nll[j] is prediction first + j (a range, for recompute)
+  std::size_t first = 0;    // the first prediction scored
+  double seconds = 0;       // wall clock
+  double cpu_seconds = 0;   // CPU time of the process, all threads
+
+  /// One past the last prediction scored.
+  std::size_t end() const { return first + nll.size(); }
+  /// Perplexity over the predictions of [begin, end_index) that were scored; NaN if none.
+  double perplexity_within(std::size_t begin, std::size_t end_index) const {
+    begin = std::max(begin, first);
+    end_index = std::min(end_index, end());
+    if (begin >= end_index) return std::numeric_limits<double>::quiet_NaN();
+    return perplexity(nll, begin - first, end_index - first);
+  }
 };
 
 /// nll.csv: prediction index i, the predicted token (stream position i+1),
@@ -180,8 +199,8 @@ inline void write_nll_csv(const std::string& path, const std::vector<std::int32_
     out << i + 1 << ',' << tokens[i + 1];
     for (const PolicyRun& run : runs) {
       out << ',';
-      if (i < run.nll.size()) {
-        std::snprintf(buffer, sizeof buffer, "%.6f", run.nll[i]);
+      if (i >= run.first && i < run.end()) {
+        std::snprintf(buffer, sizeof buffer, "%.6f", run.nll[i - run.first]);
         out << buffer;
       }
     }
@@ -217,7 +236,7 @@ inline std::string chunk_table(const std::vector<PolicyRun>& runs, std::size_t p
     text << cell;
     if (csv.is_open()) csv << begin + 1 << ',' << end;
     for (const PolicyRun& run : runs) {
-      const double ppl = perplexity(run.nll, begin, end);
+      const double ppl = run.perplexity_within(begin, end);
       std::snprintf(cell, sizeof cell, " %13.3f", ppl);
       text << (std::isnan(ppl) ? std::string(14 - 4, ' ') + " n/a" : std::string(cell));
       if (csv.is_open()) {
@@ -265,7 +284,7 @@ inline void write_svg_plot(const std::string& path, const std::vector<PolicyRun>
       y_min = std::min(y_min, y);
       y_max = std::max(y_max, y);
     }
-    x_max = std::max(x_max, run.nll.size());
+    x_max = std::max(x_max, run.end());
   }
   if (!(y_min <= y_max)) y_min = 0, y_max = 1;
   if (y_max - y_min < 1e-9) y_max = y_min + 1;
@@ -318,7 +337,7 @@ inline void write_svg_plot(const std::string& path, const std::vector<PolicyRun>
     out << "<polyline class=\"policy\" data-policy=\"" << xml_escape(runs[r].name) << "\" fill=\"none\" stroke=\"" << color
         << "\" stroke-width=\"1.5\" points=\"";
     for (std::size_t i = 0; i < curves[r].size(); i += stride) {
-      std::snprintf(buf, sizeof buf, "%.1f,%.1f ", px(static_cast<double>(i + 1)), py(curves[r][i]));
+      std::snprintf(buf, sizeof buf, "%.1f,%.1f ", px(static_cast<double>(runs[r].first + i + 1)), py(curves[r][i]));
       out << buf;
     }
     out << "\"/>\n";

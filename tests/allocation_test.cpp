@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <sinkkv/pool.hpp>
 #include <sinkkv/sinkkv.hpp>
 
 #include "support/streams.hpp"
@@ -167,6 +168,50 @@ TEST(ValidationBeforeAllocation, StorageTheMachineCannotHoldIsAnErrorNamingItsSi
   } catch (const Error& error) {
     EXPECT_NE(std::string(error.what()).find("cannot allocate"), std::string::npos) << error.what();
   }
+}
+
+// A pool after construction: adding, streaming (single tokens and chunks),
+// attending one sequence and batches on a thread pool, releasing.
+TEST(ZeroAllocation, SequencePoolStreamsAndBatchesWithoutAllocating) {
+  CacheConfig cache = config_for(PositionEncoding::rotary());
+  cache.max_chunk = 4;
+  cache.set_head_policy(1, 1, {0, 9});
+  PoolConfig config;
+  config.cache = cache;
+  config.page_tokens = 16;
+  config.max_pages = 400;
+  config.max_sequences = 4;
+  SequencePool<float> pool(config);
+  ThreadPool threads(1);
+  CpuKernel kernel;
+  const int kv = cache.num_kv_heads * cache.head_dim, heads = cache.query_heads();
+  const std::vector<float> keys = testing::token_rows(1, 0, 0, 4 * kv);
+  const std::vector<float> query = testing::token_rows(1, 0, 2, 4 * heads * cache.head_dim);
+  std::vector<float> out(query.size()), out2(query.size());
+  std::vector<BatchItem<float, float>> items(2);
+  const std::size_t before = allocation_count;
+  for (int round = 0; round < 3; ++round) {
+    const SequenceId a = pool.add(), b = pool.add();
+    for (int step = 0; step < 30; ++step) {
+      const int n = step % 2 == 0 ? 1 : 4;
+      for (int layer = 0; layer < cache.num_layers; ++layer) {
+        pool.append(a, layer, tokens_view(keys.data(), n, cache.num_kv_heads, cache.head_dim),
+                    tokens_view(keys.data(), n, cache.num_kv_heads, cache.head_dim));
+        pool.append(b, layer, tokens_view(keys.data(), 1, cache.num_kv_heads, cache.head_dim),
+                    tokens_view(keys.data(), 1, cache.num_kv_heads, cache.head_dim));
+        pool.attend(a, layer, tokens_view(query.data(), n, heads, cache.head_dim),
+                    tokens_output_view(out.data(), n, heads, cache.head_dim), kernel);
+        items[0] = {a, tokens_view(query.data(), n, heads, cache.head_dim),
+                    tokens_output_view(out.data(), n, heads, cache.head_dim)};
+        items[1] = {b, tokens_view(query.data(), 1, heads, cache.head_dim),
+                    tokens_output_view(out2.data(), 1, heads, cache.head_dim)};
+        pool.attend_batch(layer, items.data(), 2, kernel, &threads);
+      }
+    }
+    pool.release(a);
+    pool.release(b);
+  }
+  EXPECT_EQ(allocation_count - before, 0u);
 }
 
 }  // namespace

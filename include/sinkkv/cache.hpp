@@ -237,7 +237,8 @@ class SinkKVCache {
     const compute_type* sink_rows =
         detail::load_queries(state.sequence, run, single(query), stream_rows, state.sequence.sink_rows());
     const compute_type resolved = scale != 0 ? scale : compute_type(1) / std::sqrt(static_cast<compute_type>(c.head_dim));
-    return detail::single_query_args(state.sequence, state.store, run, stream_rows, sink_rows, resolved);
+    return detail::single_query_args(state.sequence, state.store, run, stream_rows, sink_rows, resolved,
+                                     state.sequence.segments());
   }
 
   /// Attention of a one-token step's `query` ([num_query_heads, head_dim])

@@ -12,6 +12,7 @@
 #include "kernels/cpu.hpp"
 #include "kernels/parallel.hpp"
 #include "kernels/reference.hpp"
+#include "pool.hpp"
 #include "positions.hpp"
 #include "rope.hpp"
 #include "views.hpp"

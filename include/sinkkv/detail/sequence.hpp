@@ -342,6 +342,23 @@ class Sequence {
 
 // ---- the algorithms -------------------------------------------------------
 
+/// Calls visit(run) for every run of `layer` a kernel may take in one call:
+/// the policy groups' head runs when the store keeps a run's heads at one
+/// stride (Store::kHeadsShareRuns), else every KV head on its own.
+template <class Store, class Visit>
+void for_each_kernel_run(const PolicyGroups& groups, int layer, Visit&& visit) {
+  for (int r = 0; r < groups.num_runs(layer); ++r) {
+    const PolicyGroups::HeadRun& run = groups.runs(layer)[r];
+    if constexpr (Store::kHeadsShareRuns) {
+      visit(run);
+    } else {
+      for (int h = 0; h < run.num_kv_heads; ++h) {
+        visit(PolicyGroups::HeadRun{run.first_kv_head + h, 1, run.group, run.first_member + h});
+      }
+    }
+  }
+}
+
 /// Stores a step's keys and values for `layer` ([count, num_kv_heads,
 /// head_dim] each), starting the step if this is its first append.
 /// `before_new_step(count)` runs when a step is about to start, after every
@@ -366,9 +383,7 @@ void append_rows(Sequence<T>& sequence, Store& store, int layer, const TokensVie
   const CacheModel<compute_t<T>>& model = sequence.model();
   const std::uint64_t first = sequence.protocol().step_first_index();
   const int head_dim = config.head_dim;
-  const PolicyGroups& groups = model.groups;
-  for (int r = 0; r < groups.num_runs(layer); ++r) {
-    const PolicyGroups::HeadRun& run = groups.runs(layer)[r];
+  for_each_kernel_run<Store>(model.groups, layer, [&](const PolicyGroups::HeadRun& run) {
     const CachePositions& positions = sequence.positions(run.group);
     for (int i = 0; i < count; ++i) {
       const int slot = positions.slot_of(first + static_cast<std::uint64_t>(i));
@@ -387,7 +402,7 @@ void append_rows(Sequence<T>& sequence, Store& store, int layer, const TokensVie
         for (int d = 0; d < head_dim; ++d) value[d] = from_double<T>(to_double(value_in(head, d)));
       }
     }
-  }
+  });
 }
 
 /// Checks attend options against the configuration. Throws naming the value.
@@ -418,12 +433,11 @@ void check_options(const AttendOptions<C>& options, int num_query_heads, int lay
 /// rows ([num_query_heads of the run, head_dim] each).
 template <class T, class Store>
 AttentionArgs<T> single_query_args(Sequence<T>& sequence, const Store& store, const PolicyGroups::HeadRun& run,
-                                   const compute_t<T>* queries, const compute_t<T>* sink_queries,
-                                   compute_t<T> scale) {
+                                   const compute_t<T>* queries, const compute_t<T>* sink_queries, compute_t<T> scale,
+                                   KVSegment<T>* segments) {
   const CacheModel<compute_t<T>>& model = sequence.model();
   const CachePositions& positions = sequence.positions(run.group);
   const std::uint64_t t = sequence.protocol().step_first_index();
-  KVSegment<T>* segments = sequence.segments();
   int count = 0;
   const int query_position = static_cast<int>(positions.query_position_of(t));
   const auto add = [&](const RowRun<T>& piece, const compute_t<T>* query, std::int64_t distance_to_first) {
@@ -466,12 +480,12 @@ AttentionArgs<T> single_query_args(Sequence<T>& sequence, const Store& store, co
 /// The chunk arguments of one head run for the current step's queries.
 template <class T, class Store>
 ChunkArgs<T> chunk_args(Sequence<T>& sequence, const Store& store, const PolicyGroups::HeadRun& run,
-                        const compute_t<T>* queries, const compute_t<T>* sink_queries, compute_t<T> scale) {
+                        const compute_t<T>* queries, const compute_t<T>* sink_queries, compute_t<T> scale,
+                        ChunkSegment<T>* segments) {
   const CacheModel<compute_t<T>>& model = sequence.model();
   const CachePositions& positions = sequence.positions(run.group);
   const int n = sequence.protocol().step_length();
   const std::uint64_t t0 = sequence.protocol().step_first_index();
-  ChunkSegment<T>* segments = sequence.chunk_segments();
   int count = 0;
   const auto add = [&](const RowRun<T>& piece, int frame, std::int64_t distance_to_first) {
     ChunkSegment<T>& s = segments[count++];
@@ -599,9 +613,7 @@ void attend_rows(Sequence<T>& sequence, const Store& store, int layer, const Tok
   const int n = queries.num_tokens;
   const int head_dim = config.head_dim;
   const C scale = options.scale != 0 ? options.scale : C(1) / std::sqrt(static_cast<C>(head_dim));
-  const PolicyGroups& groups = sequence.model().groups;
-  for (int r = 0; r < groups.num_runs(layer); ++r) {
-    const PolicyGroups::HeadRun& run = groups.runs(layer)[r];
+  for_each_kernel_run<Store>(sequence.model().groups, layer, [&](const PolicyGroups::HeadRun& run) {
     const int first_head = run.first_kv_head * config.group_size();
     const int heads = run.num_kv_heads * config.group_size();
     const std::ptrdiff_t block = static_cast<std::ptrdiff_t>(n) * first_head;  // this run's rows start here
@@ -611,16 +623,16 @@ void attend_rows(Sequence<T>& sequence, const Store& store, int layer, const Tok
     C* out_rows = out.data + first_head * out.head_stride;
     if (n == 1 && kSingle) {
       if constexpr (kSingle) {
-        const AttentionArgs<T> args = single_query_args(sequence, store, run, stream_rows, sink_rows, scale);
+        const AttentionArgs<T> args = single_query_args(sequence, store, run, stream_rows, sink_rows, scale, sequence.segments());
         kernel(args, AttentionOutput<C>{out_rows, out.head_stride, lse});
       }
     } else if constexpr (kChunk) {
-      const ChunkArgs<T> args = chunk_args(sequence, store, run, stream_rows, sink_rows, scale);
+      const ChunkArgs<T> args = chunk_args(sequence, store, run, stream_rows, sink_rows, scale, sequence.chunk_segments());
       kernel(args, ChunkOutput<C>{out_rows, out.token_stride, out.head_stride, lse});
     } else {
       // A single-query kernel serves a chunk one query at a time, each over
       // the parts of the segments it sees.
-      const ChunkArgs<T> chunk = chunk_args(sequence, store, run, stream_rows, sink_rows, scale);
+      const ChunkArgs<T> chunk = chunk_args(sequence, store, run, stream_rows, sink_rows, scale, sequence.chunk_segments());
       KVSegment<T>* segments = sequence.segments();
       for (int i = 0; i < n; ++i) {
         int count = 0;
@@ -654,7 +666,7 @@ void attend_rows(Sequence<T>& sequence, const Store& store, int layer, const Tok
                           AttentionOutput<C>{out_rows + i * out.token_stride, out.head_stride, lse + i * heads});
       }
     }
-  }
+  });
   sequence.last_attended_layer = layer;
 }
 

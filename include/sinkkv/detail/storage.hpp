@@ -80,6 +80,10 @@ struct RowRun {
 template <class T>
 class ContiguousStore {
  public:
+  /// A run of consecutive members keeps one head stride: a kernel takes a
+  /// whole head run in one call.
+  static constexpr bool kHeadsShareRuns = true;
+
   ContiguousStore() = default;
   /// @pre config.validate() passed and config.storage_elements() fits memory.
   ContiguousStore(const CacheConfig& config, const PolicyGroups& groups) : head_dim_(config.head_dim) {
@@ -131,8 +135,6 @@ class ContiguousStore {
     run.length = length;
     visit(run);
   }
-  /// The most runs one for_each_run call yields.
-  static constexpr int max_runs_per_range(int /*slots*/) { return 1; }
 
  private:
   int head_dim_ = 0;

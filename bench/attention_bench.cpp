@@ -174,53 +174,14 @@ struct EigenBaseline {
   }
 };
 
-/// ggml's CPU flash-attention structure (ggml_compute_forward_flash_attn_ext
-/// for one query row): per query head, per cached token, a vector dot
-/// product, a scalar online-softmax update (rescale the accumulator when the
-/// maximum grows) and a vector multiply-add of the value row. Vectorised
-/// with the same SIMD layer as CpuKernel; K/V re-read once per query head.
+/// ggml's CPU flash-attention structure for one query row (per query head,
+/// per token: vector dot product, scalar online-softmax update, vector
+/// multiply-add of the value row), vectorised with the variant CpuKernel
+/// runs; see bench_variant.inl.
 struct RereadBaseline {
   template <class T>
   void operator()(const AttentionArgs<T>& args, const AttentionOutput<float>& out) const {
-#if SINKKV_BENCH_HAS_SIMD
-    namespace s = detail::simd;
-    constexpr int L = s::kLanes;
-    const int dim = args.head_dim;
-    for (int q = 0; q < args.num_query_heads; ++q) {
-      const int kv = args.kv_head_of(q);
-      float* acc = out.data + q * out.head_stride;
-      std::fill(acc, acc + dim, 0.0f);
-      float max_score = -HUGE_VALF, sum = 0;
-      for (int g = 0; g < args.num_segments; ++g) {
-        const KVSegment<T>& seg = args.segments[g];
-        const float* query = seg.query + q * dim;
-        for (int j = 0; j < seg.length; ++j) {
-          const T* key = seg.keys + kv * seg.head_stride + j * seg.token_stride;
-          s::Vec dot = s::zero();
-          for (int d = 0; d < dim; d += L) dot = s::fma(s::load(query + d), s::load(key + d), dot);
-          const float score = args.scale * s::reduce_add(dot);
-          float ms = 1, vs = 1;
-          if (score > max_score) {
-            ms = std::exp(max_score - score);
-            max_score = score;
-            const s::Vec m = s::broadcast(ms);
-            for (int d = 0; d < dim; d += L) s::store(acc + d, s::mul(m, s::load(acc + d)));
-          } else {
-            vs = std::exp(score - max_score);
-          }
-          const T* value = seg.values + kv * seg.head_stride + j * seg.token_stride;
-          const s::Vec w = s::broadcast(vs);
-          for (int d = 0; d < dim; d += L) s::store(acc + d, s::fma(w, s::load(value + d), s::load(acc + d)));
-          sum = sum * ms + vs;
-        }
-      }
-      const float inverse = 1.0f / sum;
-      for (int d = 0; d < dim; ++d) acc[d] *= inverse;
-      out.log_sum_exp[q] = max_score + std::log(sum);
-    }
-#else
-    ReferenceKernel{}(args, out);
-#endif
+    bench::with_variant(bench::kernel_variant(), [&](auto v) { decltype(v)::reread(args, out); });
   }
 };
 
@@ -367,7 +328,7 @@ void register_type(const std::vector<Shape>& shapes, const std::vector<int>& len
       };
       add(Kernel::kCpu, 1);
       add(Kernel::kCpu, 2);
-      if (CpuKernel::uses_bfloat16_dot<T>(shape.head_dim)) add(Kernel::kCpuBfloat16Dot, 1);
+      if (CpuKernel{}.uses_bfloat16_dot<T>(shape.head_dim)) add(Kernel::kCpuBfloat16Dot, 1);
       add(Kernel::kEigen, 1);
       add(Kernel::kReread, 1);
     }
@@ -397,7 +358,7 @@ int main(int argc, char** argv) {
   register_type<Eigen::half>(shapes, lengths);
   register_type<Eigen::bfloat16>(shapes, lengths);
 
-  benchmark::AddCustomContext("sinkkv_vector_path", detail::simd::kIsa);
+  benchmark::AddCustomContext("sinkkv_vector_path", instruction_set_name(CpuKernel{}.instruction_set()));
   benchmark::AddCustomContext("sinkkv_parallel_threads", "2 (caller + 1 pool worker)");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -7,7 +7,7 @@
 
 #include <sinkkv/attention.hpp>
 #include <sinkkv/detail/element.hpp>
-#include <sinkkv/detail/simd.hpp>
+#include <sinkkv/kernels/cpu.hpp>
 #include <sinkkv/kernels/reference.hpp>
 
 #include <algorithm>
@@ -20,13 +20,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-// The same condition as detail/simd.hpp's kAvailable, usable in #if.
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)) || defined(__SSE2__) || defined(_M_X64)
-#define SINKKV_BENCH_HAS_SIMD 1
-#else
-#define SINKKV_BENCH_HAS_SIMD 0
-#endif
 
 namespace sinkkv::bench {
 
@@ -57,44 +50,91 @@ struct AlignedBuffer {
   T* get() const { return data.get(); }
 };
 
-/// One pass summing `n` floats with 8 independent vector accumulators, read
-/// as kStreams interleaved sequential streams over consecutive parts of the
-/// buffer (a kernel reads K and V as two), each prefetched kPrefetchBytes
-/// ahead (0: left to the hardware prefetchers).
+}  // namespace sinkkv::bench
+
+// ---- vector code, once per instruction-set variant (bench_variant.inl) ------
+#if SINKKV_VARIANT_AVX512_BF16
+SINKKV_TARGET_BEGIN(SINKKV_TARGET_AVX512_BF16)
+#define SINKKV_VARIANT avx512_bf16
+#define SINKKV_VARIANT_HAS_VECTORS 1
+#include "bench_variant.inl"
+#undef SINKKV_VARIANT_HAS_VECTORS
+#undef SINKKV_VARIANT
+SINKKV_TARGET_END
+#endif
+#if SINKKV_VARIANT_AVX512
+SINKKV_TARGET_BEGIN(SINKKV_TARGET_AVX512)
+#define SINKKV_VARIANT avx512
+#define SINKKV_VARIANT_HAS_VECTORS 1
+#include "bench_variant.inl"
+#undef SINKKV_VARIANT_HAS_VECTORS
+#undef SINKKV_VARIANT
+SINKKV_TARGET_END
+#endif
+#if SINKKV_VARIANT_AVX2
+SINKKV_TARGET_BEGIN(SINKKV_TARGET_AVX2)
+#define SINKKV_VARIANT avx2
+#define SINKKV_VARIANT_HAS_VECTORS 1
+#include "bench_variant.inl"
+#undef SINKKV_VARIANT_HAS_VECTORS
+#undef SINKKV_VARIANT
+SINKKV_TARGET_END
+#endif
+#if SINKKV_VARIANT_SSE2
+SINKKV_TARGET_BEGIN(SINKKV_TARGET_SSE2)
+#define SINKKV_VARIANT sse2
+#define SINKKV_VARIANT_HAS_VECTORS 1
+#include "bench_variant.inl"
+#undef SINKKV_VARIANT_HAS_VECTORS
+#undef SINKKV_VARIANT
+SINKKV_TARGET_END
+#endif
+#if SINKKV_VARIANT_NEON
+#define SINKKV_VARIANT neon
+#define SINKKV_VARIANT_HAS_VECTORS 1
+#include "bench_variant.inl"
+#undef SINKKV_VARIANT_HAS_VECTORS
+#undef SINKKV_VARIANT
+#endif
+#define SINKKV_VARIANT scalar
+#define SINKKV_VARIANT_HAS_VECTORS 0
+#include "bench_variant.inl"
+#undef SINKKV_VARIANT_HAS_VECTORS
+#undef SINKKV_VARIANT
+
+namespace sinkkv::bench {
+
+/// The variant CpuKernel runs in this process (SINKKV_CPU_ISA or the best).
+inline InstructionSet kernel_variant() { return CpuKernel{}.instruction_set(); }
+
+/// Calls f(V{}) with V the bench Variant of instruction set `isa`.
+template <class F>
+decltype(auto) with_variant(InstructionSet isa, F&& f) {
+  switch (isa) {
+#if SINKKV_VARIANT_AVX512_BF16
+    case InstructionSet::kAvx512Bf16: return f(avx512_bf16::Variant{});
+#endif
+#if SINKKV_VARIANT_AVX512
+    case InstructionSet::kAvx512: return f(avx512::Variant{});
+#endif
+#if SINKKV_VARIANT_AVX2
+    case InstructionSet::kAvx2: return f(avx2::Variant{});
+#endif
+#if SINKKV_VARIANT_SSE2
+    case InstructionSet::kSse2: return f(sse2::Variant{});
+#endif
+#if SINKKV_VARIANT_NEON
+    case InstructionSet::kNeon: return f(neon::Variant{});
+#endif
+    default: return f(scalar::Variant{});
+  }
+}
+
+/// One pass summing `n` floats (see bench_variant.inl), with the kernel's variant.
 template <int kStreams, int kPrefetchBytes>
 inline float sum_floats(const float* p, std::size_t n) {
-  static_assert(kStreams == 1 || kStreams == 2 || kStreams == 4 || kStreams == 8, "8 accumulators split evenly");
-  const std::size_t per_stream = n / kStreams;
-  float total = 0;
-  std::size_t i = 0;
-#if SINKKV_BENCH_HAS_SIMD
-  namespace s = sinkkv::detail::simd;
-  constexpr std::size_t L = s::kLanes;
-  constexpr int kVectors = 8 / kStreams;  // per stream per step
-  constexpr std::size_t kStep = kVectors * L;
-  s::Vec acc[8];
-  for (auto& a : acc) a = s::zero();
-  for (; i + kStep <= per_stream; i += kStep) {
-    for (int stream = 0; stream < kStreams; ++stream) {
-      const float* q = p + stream * per_stream + i;
-      if constexpr (kPrefetchBytes > 0) {
-        if (i + kPrefetchBytes / sizeof(float) + kStep <= per_stream) {
-          s::prefetch(q + kPrefetchBytes / sizeof(float), kStep * sizeof(float));
-        }
-      }
-      for (int k = 0; k < kVectors; ++k) {
-        acc[stream * kVectors + k] = s::add(acc[stream * kVectors + k], s::load(q + k * L));
-      }
-    }
-  }
-  for (int k = 1; k < 8; ++k) acc[0] = s::add(acc[0], acc[k]);
-  total = s::reduce_add(acc[0]);
-#endif
-  for (int stream = 0; stream < kStreams; ++stream) {
-    for (std::size_t j = i; j < per_stream; ++j) total += p[stream * per_stream + j];
-  }
-  for (std::size_t j = kStreams * per_stream; j < n; ++j) total += p[j];
-  return total;
+  return with_variant(kernel_variant(),
+                      [&](auto v) { return decltype(v)::template sum<kStreams, kPrefetchBytes>(p, n); });
 }
 
 /// Read bandwidths measured so far in this process, by working-set bytes.
@@ -160,40 +200,13 @@ inline double bound_bandwidth(std::size_t bytes) {
   return best;
 }
 
-/// Peak float FMA rate (flops/s, 2 per lane per FMA) of one core at the
-/// vector width this binary was built for: 12 independent accumulator
-/// chains, best of 7 timings.
+/// Peak float FMA rate (flops/s, 2 per lane per FMA) of one core with the
+/// variant CpuKernel runs (so a generic and a native build measure the same
+/// peak): 12 independent accumulator chains, best of 7 timings. Measured
+/// once per process.
 inline double fma_peak() {
-  static double cached = 0;
-  if (cached > 0) return cached;
-#if SINKKV_BENCH_HAS_SIMD
-  namespace s = sinkkv::detail::simd;
-  constexpr int kChains = 12;
-  double best = 0;
-  for (int trial = 0; trial < 7; ++trial) {
-    s::Vec acc[kChains];
-    for (int c = 0; c < kChains; ++c) acc[c] = s::broadcast(1.0f + 1e-3f * static_cast<float>(c));
-    const s::Vec a = s::broadcast(0.999999f), b = s::broadcast(1e-7f);
-    const auto start = Clock::now();
-    long iterations = 0;
-    double elapsed = 0;
-    do {
-      for (int rep = 0; rep < 1000; ++rep) {
-        for (int c = 0; c < kChains; ++c) acc[c] = s::fma(acc[c], a, b);
-      }
-      iterations += 1000;
-      elapsed = seconds_since(start);
-    } while (elapsed < 0.02);
-    for (int c = 1; c < kChains; ++c) acc[0] = s::add(acc[0], acc[c]);
-    float out = s::reduce_add(acc[0]);
-    benchmark::DoNotOptimize(out);
-    best = std::max(best, static_cast<double>(iterations) * kChains * 2 * s::kLanes / elapsed);
-  }
-  cached = best;
-#else
-  cached = 1e9;
-#endif
-  return cached;
+  static const double peak = with_variant(kernel_variant(), [](auto v) { return decltype(v)::fma(); });
+  return peak;
 }
 
 /// Dense softmax attention in double, three passes with the scores kept:

@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
   const toy::ModelWeights weights = toy::random_weights(model_config(), 42);
   std::printf(
       "toy transformer: dim 288, 6 layers, 6 heads (head_dim 48), hidden 768, vocab 512, float, CpuKernel (%s)\n",
-      sinkkv::detail::simd::kIsa);
+      sinkkv::instruction_set_name(sinkkv::CpuKernel{}.instruction_set()));
   if (smoke) {
     recompute_table(weights, {64}, 1);
     stream_table(weights, 1000);

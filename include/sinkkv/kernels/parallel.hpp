@@ -19,18 +19,29 @@
 #endif
 
 #include "../attention.hpp"
+#include "../detail/simd_target.hpp"
+#include "../detail/softmax_state.hpp"
 #include "../error.hpp"
 #include "cpu.hpp"
 
-namespace sinkkv {
-
-namespace detail {
+namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
+/// A hint to the CPU that this thread is spinning.
 inline void spin_pause() {
 #if defined(__SSE2__) || defined(_M_X64)
   _mm_pause();
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+  __asm__ volatile("yield");
 #endif
 }
-}  // namespace detail
+}  // namespace SINKKV_ABI_NAMESPACE
+}  // namespace sinkkv::detail
+
+namespace sinkkv {
+// Tagged by the unit's instruction-set flags like CpuKernel (see
+// detail/simd_target.hpp): this is inline code too, and a pool or kernel
+// compiled with -mavx2 must not be shared with a generic unit.
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// A fixed set of worker threads that run index-parallel tasks with the
 /// calling thread. Threads are created by the constructor and joined by the
@@ -303,10 +314,22 @@ class ParallelCpuKernel {
     } else {
       for (int p = 0; p < threads; ++p) task(p);
     }
-    for (int p = 1; p < threads; ++p) merge_partial(args.num_query_heads, args.head_dim, out, part_out[p]);
+    for (int p = 1; p < threads; ++p) merge(args.num_query_heads, args.head_dim, out, part_out[p]);
   }
 
  private:
+  /// merge_partial (attention.hpp), compiled here under this unit's tag.
+  template <class C>
+  static void merge(int num_heads, int head_dim, const AttentionOutput<C>& a, const AttentionOutput<C>& b) {
+    for (int h = 0; h < num_heads; ++h) {
+      const auto w = detail::merge_weights(a.log_sum_exp[h], b.log_sum_exp[h]);
+      C* out = a.data + h * a.head_stride;
+      const C* other = b.data + h * b.head_stride;
+      for (int d = 0; d < head_dim; ++d) out[d] = w.weight_a * out[d] + w.weight_b * other[d];
+      a.log_sum_exp[h] = w.log_sum_exp;
+    }
+  }
+
   template <class C>
   C* scratch_for() const {
     if constexpr (std::is_same_v<C, double>) {
@@ -326,4 +349,5 @@ class ParallelCpuKernel {
   std::unique_ptr<double[]> double_scratch_;
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

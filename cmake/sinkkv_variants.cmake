@@ -15,8 +15,14 @@
 
 include_guard(GLOBAL)
 
-# Off in the nested trees themselves (no variants of variants).
-option(SINKKV_TEST_VARIANTS "Register the sanitizer, arm64, no-SIMD and fuzzing test variants" ON)
+# Off in the nested trees themselves (no variants of variants) and in cross builds.
+if(CMAKE_CROSSCOMPILING)
+  set(_sinkkv_variants_default OFF)
+else()
+  set(_sinkkv_variants_default ON)
+endif()
+option(SINKKV_TEST_VARIANTS "Register the sanitizer, arm64, no-SIMD and fuzzing test variants"
+       ${_sinkkv_variants_default})
 cmake_host_system_information(RESULT _sinkkv_cores QUERY NUMBER_OF_LOGICAL_CORES)
 set(SINKKV_VARIANT_JOBS ${_sinkkv_cores} CACHE STRING "Parallel jobs of each nested variant build")
 set(SINKKV_VARIANT_BUILD_TIMEOUT 1800 CACHE STRING "Seconds a variant's nested configure and build may take")

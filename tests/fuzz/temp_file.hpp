@@ -14,9 +14,16 @@
 
 namespace sinkkv_fuzz {
 
+/// Paths of the live TempFiles (abort skips their destructors).
+inline std::vector<std::string>& temp_paths() {
+  static std::vector<std::string> paths;
+  return paths;
+}
+
 /// Reports a broken property and aborts: libFuzzer keeps the input.
 [[noreturn]] inline void fail(const std::string& what) {
   std::fprintf(stderr, "fuzz target: %s\n", what.c_str());
+  for (const std::string& path : temp_paths()) std::remove(path.c_str());
   std::abort();
 }
 
@@ -27,6 +34,7 @@ class TempFile {
     const char* tmpdir = std::getenv("TMPDIR");
     const std::string dir = tmpdir && *tmpdir ? tmpdir : ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     path_ = dir + "/sinkkv_fuzz_" + tag + "_" + std::to_string(::getpid()) + ".bin";
+    temp_paths().push_back(path_);
   }
   ~TempFile() { std::remove(path_.c_str()); }
   TempFile(const TempFile&) = delete;

@@ -9,10 +9,10 @@
 #include <cstddef>
 #include <cstdlib>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SINKKV_TEST_COUNTS_ALLOCATIONS 0  // AddressSanitizer owns malloc
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SINKKV_TEST_COUNTS_ALLOCATIONS 0  // the sanitizer owns malloc (TSan crashes at start-up otherwise)
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define SINKKV_TEST_COUNTS_ALLOCATIONS 0
 #endif
 #endif
@@ -32,8 +32,8 @@ inline void record_allocation(std::size_t bytes) {
   while (bytes > largest && !largest_allocation.compare_exchange_weak(largest, bytes)) {
   }
 }
-/// False under AddressSanitizer, whose allocator cannot be interposed: the
-/// count then stays 0 and tests that need it skip.
+/// False under AddressSanitizer and ThreadSanitizer, whose allocators cannot
+/// be interposed: the count then stays 0 and tests that need it skip.
 inline constexpr bool kCountsAllocations = SINKKV_TEST_COUNTS_ALLOCATIONS == 1;
 }  // namespace sinkkv::testing
 

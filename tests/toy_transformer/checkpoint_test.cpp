@@ -262,6 +262,22 @@ TEST(Tokenizer, RoundTripAndDecode) {
   EXPECT_ERROR_MENTIONS(t.decode(6), "token 6 outside");
 }
 
+// Found by the tokenizer fuzz target (tests/fuzz/regressions/tokenizer/):
+// decode parsed "<0xHH>" with sscanf("%02X"), which skips blanks and takes a
+// sign, so "<0x A>" came out as the byte 0x0A.
+TEST(Tokenizer, OnlyPiecesOfTwoHexDigitsDecodeToAByte) {
+  toy::Tokenizer t;
+  t.pieces = {"<0x A>", "<0x-1>", "<0x+F>", "<0xG0>", "<0x4A>", "<0xff>"};
+  t.scores.assign(t.pieces.size(), 0.0f);
+  t.max_token_length = 6;
+  EXPECT_EQ(t.decode(0), "<0x A>");
+  EXPECT_EQ(t.decode(1), "<0x-1>");
+  EXPECT_EQ(t.decode(2), "<0x+F>");
+  EXPECT_EQ(t.decode(3), "<0xG0>");
+  EXPECT_EQ(t.decode(4), "J");
+  EXPECT_EQ(t.decode(5), "\xff");
+}
+
 TEST(Tokenizer, DamagedFilesAreNamed) {
   TempFile good("tok_good"), bad("tok_bad");
   toy::save_tokenizer(small_tokenizer(), good.path());

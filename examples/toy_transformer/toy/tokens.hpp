@@ -33,10 +33,14 @@ struct Tokenizer {
     TOY_CHECK(token >= 0 && token < vocab_size(),
               "token " << token << " outside the tokenizer's vocabulary [0, " << vocab_size() << ")");
     const std::string& piece = pieces[static_cast<std::size_t>(token)];
-    unsigned value = 0;
-    char tail = 0;
-    if (piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%02X%c", &value, &tail) == 2 && tail == '>') {
-      return std::string(1, static_cast<char>(value));
+    // Exactly "<0x", two hex digits, ">" (sscanf's %X would also take a
+    // blank or a sign: "<0x A>" decoded to 0x0A).
+    const auto hex = [](char c) {
+      return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    };
+    if (piece.size() == 6 && piece.compare(0, 3, "<0x") == 0 && piece[5] == '>' && hex(piece[3]) >= 0 &&
+        hex(piece[4]) >= 0) {
+      return std::string(1, static_cast<char>(hex(piece[3]) * 16 + hex(piece[4])));
     }
     return piece;
   }

@@ -32,6 +32,12 @@ target_compile_features(sinkkv_c PRIVATE cxx_std_17)
 target_compile_definitions(sinkkv_c PRIVATE SINKKV_C_BUILDING)
 if(BUILD_SHARED_LIBS)
   target_compile_definitions(sinkkv_c PUBLIC SINKKV_C_SHARED)
+  if(CMAKE_SYSTEM_NAME MATCHES "Linux|BSD" AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    # Hidden visibility still exports the standard library's template
+    # instantiations; the version script keeps only sinkkv_*.
+    target_link_options(sinkkv_c PRIVATE "LINKER:--version-script=${PROJECT_SOURCE_DIR}/src/sinkkv_c.map")
+    set_property(TARGET sinkkv_c APPEND PROPERTY LINK_DEPENDS ${PROJECT_SOURCE_DIR}/src/sinkkv_c.map)
+  endif()
 endif()
 # 0.x: every minor version may change the ABI (as the package's SameMinorVersion).
 if(PROJECT_VERSION_MAJOR EQUAL 0)

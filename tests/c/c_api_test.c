@@ -1525,9 +1525,11 @@ static void test_no_allocation_after_create(void) {
 }
 
 /* Makes each allocation of `attempt` fail in turn: every failure reports
- * `expected` (or another allowed code), writes no handle and leaks nothing;
- * the attempt then succeeds once past its last allocation. */
+ * SINKKV_ERROR_OUT_OF_MEMORY (or SINKKV_ERROR_SYSTEM where `system_allowed`:
+ * starting a thread), writes no handle and leaks nothing; the attempt then
+ * succeeds once past its last allocation. */
 typedef sinkkv_status (*Attempt)(void* context, void** made);
+typedef void (*Destroy)(void* made);
 
 static sinkkv_status attempt_create(void* context, void** made) {
   return sinkkv_cache_create((const sinkkv_cache_config*)context, (sinkkv_cache**)made);
@@ -1535,13 +1537,20 @@ static sinkkv_status attempt_create(void* context, void** made) {
 static sinkkv_status attempt_clone(void* context, void** made) {
   return sinkkv_cache_clone((const sinkkv_cache*)context, (sinkkv_cache**)made);
 }
+static sinkkv_status attempt_pool(void* context, void** made) {
+  return sinkkv_thread_pool_create(*(const int*)context, (sinkkv_thread_pool**)made);
+}
+static void destroy_cache(void* made) { sinkkv_cache_destroy((sinkkv_cache*)made); }
+static void destroy_pool(void* made) { sinkkv_thread_pool_destroy((sinkkv_thread_pool*)made); }
 
-static void inject_failures(const char* name, Attempt attempt, void* context) {
+static void inject_failures(const char* name, Attempt attempt, void* context, Destroy destroy, int system_allowed,
+                            int check_leaks) {
   long index;
   for (index = 0; index < 1000; ++index) {
     void* made = NULL;
     const long live = live_allocations();
     sinkkv_status status;
+    int expected_code;
     fail_allocation_after(index);
     status = attempt(context, &made);
     fail_allocation_after(-1);
@@ -1551,17 +1560,18 @@ static void inject_failures(const char* name, Attempt attempt, void* context) {
                 sinkkv_status_string(status), sinkkv_last_error_message());
         ++failures;
       }
-      sinkkv_cache_destroy((sinkkv_cache*)made);
-      EXPECT(live_allocations() == live);
+      destroy(made);
+      EXPECT(!check_leaks || live_allocations() == live);
       printf("         %s: each of %ld allocations failed in turn\n", name, index);
       return;
     }
-    if (status == SINKKV_OK) { /* a failure that was handled inside (none expected) */
-      sinkkv_cache_destroy((sinkkv_cache*)made);
+    if (status == SINKKV_OK) { /* a failure handled inside (none expected today) */
+      destroy(made);
       continue;
     }
-    if (status != SINKKV_ERROR_OUT_OF_MEMORY || made != NULL || strstr(sinkkv_last_error_message(), "alloc") == NULL ||
-        live_allocations() != live) {
+    expected_code = status == SINKKV_ERROR_OUT_OF_MEMORY ? strstr(sinkkv_last_error_message(), "alloc") != NULL
+                                                         : system_allowed && status == SINKKV_ERROR_SYSTEM;
+    if (!expected_code || made != NULL || (check_leaks && live_allocations() != live)) {
       fprintf(stderr, "[%s] %s with allocation %ld failing: %s \"%s\", handle %p, %ld blocks leaked\n", current_test,
               name, index, sinkkv_status_string(status), sinkkv_last_error_message(), made, live_allocations() - live);
       ++failures;
@@ -1580,6 +1590,7 @@ static void test_failed_allocations_report_out_of_memory_and_leak_nothing(void) 
   sinkkv_cache* cache = NULL;
   Stream s = make_stream(9, 2, 4, 2, 8, 5);
   float out[32];
+  int two_threads = 2;
   if (!allocation_hooks_active()) {
     skipped = 1;
     free_stream(&s);
@@ -1589,8 +1600,14 @@ static void test_failed_allocations_report_out_of_memory_and_leak_nothing(void) 
   EXPECT_STATUS(sinkkv_thread_pool_create(0, &pool), SINKKV_ERROR_INVALID_ARGUMENT, "num_threads 0");
   EXPECT_OK(sinkkv_thread_pool_create(2, &pool));
 
+  /* A pool of one worker: with more, a second thread that fails to start
+   * ends the process inside sinkkv::ThreadPool today (docs/c_api.md). Not
+   * checked for leaks: glibc keeps a finished thread's TLS blocks with its
+   * cached stack. */
+  inject_failures("thread pool", attempt_pool, &two_threads, destroy_pool, 1, 0);
+
   small_config(&c);
-  inject_failures("create float32 RoPE", attempt_create, &c);
+  inject_failures("create float32 RoPE", attempt_create, &c, destroy_cache, 0, 1);
   c.element_type = SINKKV_ELEMENT_FLOAT64;
   c.encoding = SINKKV_ENCODING_ALIBI;
   c.alibi_slopes = slopes;
@@ -1599,7 +1616,7 @@ static void test_failed_allocations_report_out_of_memory_and_leak_nothing(void) 
   c.num_head_policies = 4;
   c.max_chunk = 3;
   c.thread_pool = pool;
-  inject_failures("create float64 ALiBi per-head policies with a pool", attempt_create, &c);
+  inject_failures("create float64 ALiBi per-head policies with a pool", attempt_create, &c, destroy_cache, 0, 1);
 
   small_config(&c);
   c.element_type = SINKKV_ELEMENT_BFLOAT16;
@@ -1607,7 +1624,7 @@ static void test_failed_allocations_report_out_of_memory_and_leak_nothing(void) 
   EXPECT_OK(sinkkv_cache_create(&c, &cache));
   if (cache != NULL) {
     stream_tokens(cache, &s, 0, 9, out);
-    inject_failures("clone", attempt_clone, cache);
+    inject_failures("clone", attempt_clone, cache, destroy_cache, 0, 1);
     sinkkv_cache_destroy(cache);
   }
   sinkkv_thread_pool_destroy(pool);

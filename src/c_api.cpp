@@ -245,6 +245,9 @@ struct sinkkv_cache {
   const std::int32_t element_type;  // a sinkkv_element_type
   const std::int32_t kernel;        // a sinkkv_kernel
   const PoolReference pool;
+  /// tokens_seen() after the last successful attend, or none since create
+  /// or reset: the log-sum-exps the cache holds belong to that step only.
+  std::optional<std::uint64_t> attended_through;
 };
 
 namespace {
@@ -518,6 +521,7 @@ sinkkv_status attend_rows(sinkkv_cache* cache, int layer, int num_tokens, const 
   sinkkv::detail::check_options(sinkkv::AttendOptions<float>{0, request.sink_logits, request.num_sink_logits}, heads,
                                 layer);
   classify(SINKKV_ERROR_PROTOCOL, [&] { cache->attend(layer, query_view, out_view, request); });
+  cache->attended_through = cache->tokens_seen();
   return SINKKV_OK;
 }
 
@@ -862,6 +866,7 @@ sinkkv_status sinkkv_cache_reset(sinkkv_cache* cache) {
   return guarded("sinkkv_cache_reset", [&] {
     if (const sinkkv_status status = check_cache(cache)) return status;
     cache->reset();
+    cache->attended_through.reset();
     return SINKKV_OK;
   });
 }
@@ -972,7 +977,13 @@ sinkkv_status sinkkv_cache_log_sum_exp(const sinkkv_cache* cache, int query, int
     if (const sinkkv_status status = check_cache(cache)) return status;
     if (log_sum_exp == nullptr) return fail(SINKKV_ERROR_INVALID_ARGUMENT, "log_sum_exp is NULL");
     const int tokens = cache->step_length(), heads = cache->config().query_heads();
-    if (tokens == 0) return fail(SINKKV_ERROR_PROTOCOL, "nothing was attended yet");
+    if (!cache->attended_through) return fail(SINKKV_ERROR_PROTOCOL, "nothing was attended yet");
+    // The cache keeps the last attend's values only until the next step
+    // begins (sinkkv::SinkKVCache::log_sum_exp does not check this itself).
+    if (*cache->attended_through != cache->tokens_seen()) {
+      return fail(SINKKV_ERROR_PROTOCOL, "nothing was attended since the step at stream index %llu began",
+                  static_cast<unsigned long long>(cache->tokens_seen() - static_cast<std::uint64_t>(tokens)));
+    }
     if (query < 0 || query >= tokens) {
       return fail(SINKKV_ERROR_INVALID_ARGUMENT, "query %d outside [0, %d) (the step's tokens)", query, tokens);
     }

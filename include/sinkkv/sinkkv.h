@@ -319,7 +319,8 @@ SINKKV_API sinkkv_status sinkkv_cache_stream_index(const sinkkv_cache* cache, in
                                                    int cache_position, uint64_t* stream_index);
 /* Natural-log log-sum-exp of the scores (sink logits included) of query
  * `query` (0 <= query < the step's tokens), query head `head`, of the last
- * attend, for merging partial attentions. */
+ * attend, for merging partial attentions. SINKKV_ERROR_PROTOCOL when no
+ * attend happened since the current step began (or since reset). */
 SINKKV_API sinkkv_status sinkkv_cache_log_sum_exp(const sinkkv_cache* cache, int query, int head, double* log_sum_exp);
 
 #ifdef __cplusplus

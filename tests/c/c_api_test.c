@@ -1345,6 +1345,15 @@ static void test_bad_observer_and_pool_arguments_are_rejected(void) {
                 "head 4 outside [0, num_query_heads 4)");
   EXPECT_STATUS(sinkkv_cache_stream_index(cache, 0, 0, -1, &index), SINKKV_ERROR_INVALID_ARGUMENT,
                 "cache_position -1 outside [0, size 1)");
+  /* the log-sum-exp of an earlier step is gone once the next one begins, and after reset */
+  EXPECT_OK(sinkkv_cache_append(cache, 1, 1, rows, NULL, rows, NULL));
+  EXPECT_OK(sinkkv_cache_append(cache, 0, 1, rows, NULL, rows, NULL));
+  EXPECT_STATUS(sinkkv_cache_log_sum_exp(cache, 0, 0, &lse), SINKKV_ERROR_PROTOCOL,
+                "nothing was attended since the step at stream index 1 began");
+  EXPECT_OK(sinkkv_cache_attend(cache, 0, 1, rows, NULL, rows, NULL, NULL));
+  EXPECT_OK(sinkkv_cache_log_sum_exp(cache, 0, 0, &lse));
+  EXPECT_OK(sinkkv_cache_reset(cache));
+  EXPECT_STATUS(sinkkv_cache_log_sum_exp(cache, 0, 0, &lse), SINKKV_ERROR_PROTOCOL, "nothing was attended");
   EXPECT_STATUS(sinkkv_thread_pool_create(0, &pool), SINKKV_ERROR_INVALID_ARGUMENT, "num_threads 0 outside [1, 1024]");
   EXPECT_STATUS(sinkkv_thread_pool_create(5000, &pool), SINKKV_ERROR_INVALID_ARGUMENT, "num_threads 5000");
   EXPECT(pool == NULL);

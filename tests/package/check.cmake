@@ -1,6 +1,6 @@
 # Installs sinkkv from BUILD_DIR into a scratch prefix, then configures,
-# builds and runs tests/package/consumer twice: through find_package and
-# through add_subdirectory. Run with: cmake -DSOURCE_DIR=... -DBUILD_DIR=...
+# builds and runs tests/package/consumer (a C++ and a C program) twice:
+# through find_package and through add_subdirectory. Run with: cmake -DSOURCE_DIR=... -DBUILD_DIR=...
 # -DWORK_DIR=... -DGENERATOR=... -P check.cmake
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE result OUTPUT_VARIABLE output ERROR_VARIABLE output)
@@ -21,5 +21,6 @@ foreach(mode IN ITEMS find_package add_subdirectory)
       -DCMAKE_BUILD_TYPE=Release ${extra})
   run(${CMAKE_COMMAND} --build "${WORK_DIR}/${mode}")
   run("${WORK_DIR}/${mode}/consumer")
-  message(STATUS "consumer through ${mode}: built and ran")
+  run("${WORK_DIR}/${mode}/c_consumer")
+  message(STATUS "consumer and c_consumer through ${mode}: built and ran")
 endforeach()

@@ -567,5 +567,17 @@ TEST(SinkKVCache, OverlappingOutputRowsAreRejected) {
             "sinkkv: attend on layer 0: output rows overlap (head stride 0, token stride 0, head_dim 8)");
 }
 
+TEST(SinkKVCache, LogSumExpOfAFinishedStepIsNotServedOnceTheNextBegins) {
+  SinkKVCache<float> cache(small_config(1));
+  append_token(cache, 0);
+  (void)attend_all(cache, 0, 1);
+  EXPECT_NO_THROW((void)cache.log_sum_exp(0, 0));
+  append_token(cache, 1);
+  EXPECT_EQ(error_of([&] { (void)cache.log_sum_exp(0, 0); }), "sinkkv: log_sum_exp: nothing was attended yet");
+  (void)attend_all(cache, 0, 1);
+  cache.reset();
+  EXPECT_THROW((void)cache.log_sum_exp(0, 0), Error);
+}
+
 }  // namespace
 }  // namespace sinkkv

@@ -271,6 +271,7 @@ class Sequence {
   void clear() {
     for (CachePositions& p : positions_) p.clear();
     protocol_.clear();
+    last_attended_layer = -1;
   }
 
   /// Advances every group by `count` tokens and computes the step's
@@ -279,6 +280,7 @@ class Sequence {
   void advance(int count) {
     const std::uint64_t first = tokens_seen_in_positions();
     for (CachePositions& p : positions_) p.push(count);
+    last_attended_layer = -1;  // the log-sum-exps are of the previous step
     if (!model_->rope) return;
     const Rope& rope = *model_->rope;
     const bool rotated_inputs = config().input_rotation == InputRotation::kStreamRotated;
@@ -318,7 +320,8 @@ class Sequence {
     return sink_rotation_[static_cast<std::size_t>(group) * static_cast<std::size_t>(config().max_chunk) +
                           static_cast<std::size_t>(i)];
   }
-  /// The layer of the last attend (for log_sum_exp lookups), -1 before any.
+  /// The layer of the last attend of the current step (for log_sum_exp
+  /// lookups), -1 before any.
   int last_attended_layer = -1;
 
  private:

@@ -65,6 +65,7 @@ inline std::string cache_description(const PolicySpec& spec) {
       return window + ", stream pos.";
     case Policy::kSinkStream:
       return with_sinks + ", stream pos.";
+    case Policy::kMixed: return head_policy_summary(spec.head_policies);
   }
   return "?";
 }

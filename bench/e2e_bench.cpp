@@ -1,22 +1,29 @@
-// End-to-end decode with the toy transformer (examples/toy_transformer):
+// End-to-end tables with the toy transformer (examples/toy_transformer):
 //
-//  1. per-token latency of the sink cache vs sliding-window recomputation
-//     (the StreamingLLM paper's baseline) at cache sizes 256..4096;
-//  2. per-token latency and resident memory of the sink cache after 1K,
-//     100K, 1M (and, with --max-tokens 4000000, 4M) streamed tokens.
+//  recompute  per-token latency of the sink cache vs sliding-window
+//             recomputation (the StreamingLLM paper's baseline) at cache
+//             sizes 256..4096, recomputation run token by token (before
+//             chunked prefill) and as one chunked prefill of L tokens;
+//  stream     per-token latency and resident memory of the sink cache after
+//             1K, 100K, 1M (and, with --max-tokens 4000000, 4M) tokens;
+//  prefill    a 4,096-token prompt prefilled one token at a time vs in chunks
+//             of 64 / 256 / 1024, at the committed models' shape and at a
+//             larger random shape, with where the time goes;
+//  duo        memory and decode latency of a DuoAttention-style mix (a quarter
+//             of the KV heads keep a 4,096-token window, the others 4 sinks +
+//             252) against a uniform 4,096-token window, same run.
 //
 // Seeded random weights (toy::random_weights): latency does not depend on
-// what the weights are. Prints Markdown tables.
+// what the weights are. One thread. Prints Markdown tables.
 //
 // Recomputation's per-token cost is a fresh forward pass over the last L
-// tokens. Getting a recompute decoder to a full window costs O(L^2) passes,
-// so its step is timed directly as what Decoder::step does for that policy:
-// reset a 0-sink window cache of L tokens and run L forward passes (cache
-// positions 0..L-1). Unlike Decoder's recompute it computes the classifier
-// for every pass; with the 512-token vocabulary used here that is under 3%
-// of a pass.
+// tokens, which is what Decoder::recompute does for each scored token of
+// sinkkv-eval: reset a 0-sink window cache of L tokens, run the L tokens at
+// cache positions 0..L-1 (one at a time, or as chunks), classifier for the
+// last one only.
 //
-//   e2e_bench [--max-tokens N] [--stream-only] [--smoke]
+//   e2e_bench [--sections recompute,stream,prefill,duo] [--max-tokens N] [--stream-only]
+//             [--prefill-tokens N] [--repeats N] [--smoke]
 // GCC 12.1/12.2 (PR 105593) reports "__Y is used uninitialized" inside the
 // AVX-512 intrinsics of Eigen's GEMV, inlined into the toy model's forward
 // pass under -march=native; the pragma must precede the model's code.
@@ -26,6 +33,7 @@
 #endif
 
 #include <toy/checkpoint.hpp>
+#include <toy/head_policy.hpp>
 #include <toy/model.hpp>
 
 #include <algorithm>
@@ -56,63 +64,125 @@ long resident_kib() {
   return pages_resident * 4;
 }
 
-toy::ModelConfig model_config() {
-  toy::ModelConfig c;  // stories15M's body (dim 288, 6 layers, 6 heads) with a 512-token vocabulary
-  c.dim = 288;
-  c.hidden_dim = 768;
-  c.num_layers = 6;
-  c.num_heads = 6;
-  c.num_kv_heads = 6;
-  c.vocab_size = 512;
+toy::ModelConfig shape(int dim, int hidden, int layers, int heads, int kv_heads, int vocab) {
+  toy::ModelConfig c;
+  c.dim = dim;
+  c.hidden_dim = hidden;
+  c.num_layers = layers;
+  c.num_heads = heads;
+  c.num_kv_heads = kv_heads;
+  c.vocab_size = vocab;
   c.seq_len = 4096;
   return c;
 }
 
-int token_at(std::uint64_t t) { return static_cast<int>((t * 2654435761u) % 512u); }
+/// stories15M's body (dim 288, 6 layers, 6 heads) with a 512-token vocabulary.
+toy::ModelConfig stories_shape() { return shape(288, 768, 6, 6, 6, 512); }
+/// The committed trained models' shape (models/README.md).
+toy::ModelConfig trained_shape() { return shape(128, 352, 6, 4, 2, 768); }
+/// A larger random shape that still runs in seconds on one core: head size
+/// 64, grouped-query attention with 4 query heads per KV head.
+toy::ModelConfig larger_shape() { return shape(512, 1408, 8, 8, 2, 4096); }
 
-void recompute_table(const toy::ModelWeights& weights, const std::vector<int>& sizes, int repeats) {
-  std::printf("\n### Sink cache vs sliding-window recomputation (per-token latency, 1 thread)\n\n");
-  std::printf(
-      "| cache tokens L | sink cache ms/token (median of %d) | recompute ms/token (median of %d) | speed-up |\n", 64,
-      repeats);
-  std::printf("|---:|---:|---:|---:|\n");
-  for (int size : sizes) {
-    toy::PolicySpec sink{toy::Policy::kSink, 4, size - 4};
-    toy::Decoder decoder(weights, sink);
-    std::uint64_t t = 0;
-    for (; t < static_cast<std::uint64_t>(size) + 16; ++t) decoder.step(token_at(t));
-    std::vector<double> sink_times;
-    for (int i = 0; i < 64; ++i, ++t) {
-      const auto start = Clock::now();
-      const float* logits = decoder.step(token_at(t));
-      sink_times.push_back(seconds_since(start));
-      if (!(logits[0] == logits[0])) std::abort();
-    }
+std::string describe(const toy::ModelConfig& c) {
+  char text[160];
+  std::snprintf(text, sizeof text, "dim %d, %d layers, %d heads / %d KV heads (head size %d), hidden %d, vocab %d",
+                c.dim, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim(), c.hidden_dim, c.vocab_size);
+  return text;
+}
 
-    toy::PolicySpec window{toy::Policy::kWindow, 0, size};
-    toy::Decoder recompute(weights, window);
-    std::vector<double> recompute_times;
-    for (int r = 0; r < repeats; ++r) {
-      const auto start = Clock::now();
-      recompute.reset();
-      const float* logits = nullptr;
-      for (int i = 0; i < size; ++i) logits = recompute.step(token_at(t + static_cast<std::uint64_t>(i)));
-      recompute_times.push_back(seconds_since(start));
-      if (!(logits[0] == logits[0])) std::abort();
-    }
-    const double s = median(sink_times), rc = median(recompute_times);
-    std::printf("| %d | %.3f | %.1f | %.0fx |\n", size, s * 1e3, rc * 1e3, rc / s);
-    std::fflush(stdout);
+std::vector<std::int32_t> stream_tokens(std::size_t count, int vocab, std::uint64_t offset = 0) {
+  std::vector<std::int32_t> tokens(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    tokens[i] = static_cast<std::int32_t>(((i + offset) * 2654435761u) % static_cast<std::uint64_t>(vocab));
+  }
+  return tokens;
+}
+
+void check(const float* logits) {
+  if (logits == nullptr || !(logits[0] == logits[0])) {
+    std::fprintf(stderr, "e2e_bench: the forward pass gave no finite logits\n");
+    std::abort();
   }
 }
 
-void stream_table(const toy::ModelWeights& weights, std::uint64_t max_tokens) {
+/// Runs `run` (which returns its own seconds) up to `repeats` times, fewer
+/// when the runs so far took more than `budget` seconds; the median.
+template <class Run>
+double timed(int repeats, double budget, Run&& run, int* done) {
+  std::vector<double> times;
+  double spent = 0;
+  while (static_cast<int>(times.size()) < repeats && (times.empty() || spent < budget)) {
+    times.push_back(run());
+    spent += times.back();
+  }
+  *done = static_cast<int>(times.size());
+  return median(times);
+}
+
+// ---- recompute ------------------------------------------------------------
+
+void recompute_table(const std::vector<int>& sizes, int repeats) {
+  const toy::ModelWeights weights = toy::random_weights(stories_shape(), 42);
+  std::printf("\n### Sink cache vs sliding-window recomputation (per-token latency, 1 thread)\n\n");
+  std::printf(
+      "%s, float. Recompute: a fresh pass over the last L tokens per token, token by token (as before\n"
+      "chunked prefill) or as one chunk of L tokens (sinkkv-eval's recompute now).\n\n",
+      describe(stories_shape()).c_str());
+  std::printf(
+      "| cache tokens L | sink cache ms/token (median of 64) | recompute, token by token, ms/token | "
+      "recompute, one chunk, ms/token | chunked speed-up | sink vs chunked recompute |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|\n");
+  for (int size : sizes) {
+    toy::Decoder decoder(weights, toy::PolicySpec{toy::Policy::kSink, 4, size - 4});
+    const std::vector<std::int32_t> tokens = stream_tokens(static_cast<std::size_t>(2 * size + 80), 512);
+    std::size_t t = 0;
+    for (; t < static_cast<std::size_t>(size) + 16; ++t) decoder.step(tokens[t]);
+    std::vector<double> sink_times;
+    for (int i = 0; i < 64; ++i, ++t) {
+      const auto start = Clock::now();
+      check(decoder.step(tokens[t]));
+      sink_times.push_back(seconds_since(start));
+    }
+    const toy::PolicySpec window{toy::Policy::kRecompute, 0, size};
+    toy::Decoder single(weights, window);
+    toy::Decoder chunked(weights, window, size);
+    int single_runs = 0, chunked_runs = 0;
+    const double single_time = timed(
+        repeats, 20.0,
+        [&] {
+          const auto start = Clock::now();
+          check(single.recompute(tokens.data() + 1, static_cast<std::size_t>(size)));
+          return seconds_since(start);
+        },
+        &single_runs);
+    const double chunked_time = timed(
+        repeats, 20.0,
+        [&] {
+          const auto start = Clock::now();
+          check(chunked.recompute(tokens.data() + 1, static_cast<std::size_t>(size)));
+          return seconds_since(start);
+        },
+        &chunked_runs);
+    const double s = median(sink_times);
+    std::printf("| %d | %.3f | %.1f (%d) | %.1f (%d) | %.1fx | %.0fx |\n", size, s * 1e3, single_time * 1e3,
+                single_runs, chunked_time * 1e3, chunked_runs, single_time / chunked_time, chunked_time / s);
+    std::fflush(stdout);
+  }
+  std::printf("\n(in parentheses: runs, median taken)\n");
+}
+
+// ---- stream -----------------------------------------------------------------
+
+void stream_table(std::uint64_t max_tokens) {
+  const toy::ModelWeights weights = toy::random_weights(stories_shape(), 42);
   std::printf("\n### Flat in stream length (sink cache, 4 sinks + 1020 window, 1 thread)\n\n");
   std::printf("| streamed tokens | ms/token (median of next 256) | resident memory KiB | cache KiB |\n");
   std::printf("|---:|---:|---:|---:|\n");
   toy::Decoder decoder(weights, toy::PolicySpec{toy::Policy::kSink, 4, 1020});
   std::uint64_t t = 0;
   const std::uint64_t checkpoints[] = {1000, 100000, 1000000, 4000000};
+  const auto token_at = [](std::uint64_t i) { return static_cast<int>((i * 2654435761u) % 512u); };
   const auto start = Clock::now();
   for (std::uint64_t checkpoint : checkpoints) {
     if (checkpoint > max_tokens) break;
@@ -130,34 +200,181 @@ void stream_table(const toy::ModelWeights& weights, std::uint64_t max_tokens) {
   std::printf("\n(%.0f s to stream %llu tokens)\n", seconds_since(start), static_cast<unsigned long long>(t));
 }
 
+// ---- prefill ----------------------------------------------------------------
+
+std::string percent(double part, double total) {
+  char text[16];
+  std::snprintf(text, sizeof text, "%.0f%%", 100.0 * part / total);
+  return text;
+}
+
+std::string speedup(double before, double after) {
+  char text[16];
+  std::snprintf(text, sizeof text, "%.1fx", before / after);
+  return before > 0 ? text : "-";
+}
+
+void prefill_table(const std::vector<toy::ModelConfig>& shapes, std::size_t prompt_length,
+                   const std::vector<int>& chunks, int repeats) {
+  std::printf("\n### Prefill of a %zu-token prompt: one token at a time vs chunks (1 thread)\n\n", prompt_length);
+  std::printf(
+      "Sink cache of 4 sinks + %zu window tokens (the prompt fits), float, CpuKernel. Where the time goes: "
+      "ForwardProfile of the timed runs (embedding, RMSNorm, SwiGLU and residuals; the q/k/v/o/w1/w2/w3 "
+      "products; the cache's append + attend; the classifier, last token only).\n\n",
+      prompt_length - 4);
+  std::printf(
+      "| shape | chunk | prefill s (runs) | tokens/s | vs one at a time | norms | projections | attention "
+      "| classifier |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const toy::ModelConfig& config : shapes) {
+    const toy::ModelWeights weights = toy::random_weights(config, 7);
+    const std::vector<std::int32_t> prompt = stream_tokens(prompt_length, config.vocab_size);
+    const toy::PolicySpec spec{toy::Policy::kSink, 4, static_cast<int>(prompt_length) - 4};
+    double single_seconds = 0;
+    for (int chunk : chunks) {
+      toy::Decoder decoder(weights, spec, chunk);
+      toy::ForwardProfile profile;
+      decoder.model().set_profile(&profile);
+      int runs = 0;
+      const double seconds = timed(
+          repeats, 30.0,
+          [&] {
+            decoder.reset();
+            const auto start = Clock::now();
+            check(decoder.prefill(prompt.data(), prompt.size()));
+            return seconds_since(start);
+          },
+          &runs);
+      if (chunk == 1) single_seconds = seconds;
+      const double total = profile.total();
+      std::printf("| %s | %s | %.2f (%d) | %.0f | %s | %s | %s | %s | %s |\n", describe(config).c_str(),
+                  chunk == 1 ? "1 (token at a time)" : std::to_string(chunk).c_str(), seconds, runs,
+                  static_cast<double>(prompt_length) / seconds, speedup(single_seconds, seconds).c_str(),
+                  percent(profile.embedding_and_norms, total).c_str(), percent(profile.projections, total).c_str(),
+                  percent(profile.attention, total).c_str(), percent(profile.classifier, total).c_str());
+      std::fflush(stdout);
+    }
+  }
+  std::printf("\n(runs: median of that many prefills; the percentages sum all of them)\n");
+}
+
+// ---- DuoAttention-style mix ----------------------------------------------------
+
+/// A quarter of the KV heads keep the last `long_window` tokens (KV head 0
+/// of layers 0, 2, 4, ..., then of the odd layers, then KV head 1, ...),
+/// all the others 4 sinks + short_window.
+toy::PolicySpec duo_mix(const toy::ModelConfig& config, int long_window, int short_window, int* long_heads) {
+  const int layers = config.num_layers, kv_heads = config.num_kv_heads;
+  toy::PolicySpec spec{toy::Policy::kMixed, 0, 0};
+  spec.head_policies.assign(static_cast<std::size_t>(layers * kv_heads), sinkkv::RetentionPolicy{4, short_window});
+  *long_heads = layers * kv_heads / 4;
+  int chosen = 0;
+  for (int head = 0; head < kv_heads; ++head) {
+    for (int parity = 0; parity < 2; ++parity) {
+      for (int layer = parity; layer < layers && chosen < *long_heads; layer += 2, ++chosen) {
+        spec.head_policies[static_cast<std::size_t>(layer * kv_heads + head)] = sinkkv::RetentionPolicy{0, long_window};
+      }
+    }
+  }
+  return spec;
+}
+
+void duo_table(const std::vector<toy::ModelConfig>& shapes, int long_window, int short_window, int steps) {
+  std::printf("\n### DuoAttention-style mix vs a uniform %d-token window: memory and decode latency (1 thread)\n\n",
+              long_window);
+  std::printf(
+      "A quarter of the KV heads (KV head 0 of layers 0, 2, 4, ...) keep a %d-token window, the others 4 "
+      "sinks + %d; the uniform cache keeps %d tokens on every head. Both filled with %d tokens (chunked "
+      "prefill), then decoded alternately, %d steps each; memory is the K/V storage a decode-only cache of "
+      "that policy allocates (max_chunk 1).\n\n",
+      long_window, short_window, long_window, long_window + 64, steps);
+  std::printf(
+      "| shape | KV heads long / all | uniform KiB | mix KiB | memory ratio | uniform ms/token | mix ms/token | "
+      "speed-up | attention share, uniform / mix |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const toy::ModelConfig& config : shapes) {
+    const toy::ModelWeights weights = toy::random_weights(config, 11);
+    const toy::PolicySpec uniform{toy::Policy::kSink, 0, long_window};
+    int long_heads = 0;
+    const toy::PolicySpec mix = duo_mix(config, long_window, short_window, &long_heads);
+    const std::size_t uniform_bytes = toy::Decoder(weights, uniform).cache_bytes();
+    const std::size_t mix_bytes = toy::Decoder(weights, mix).cache_bytes();
+    const std::vector<std::int32_t> tokens =
+        stream_tokens(static_cast<std::size_t>(long_window + 64 + steps), config.vocab_size);
+    toy::Decoder a(weights, uniform, 256), b(weights, mix, 256);
+    const std::size_t fill = static_cast<std::size_t>(long_window + 64);
+    check(a.prefill(tokens.data(), fill));
+    check(b.prefill(tokens.data(), fill));
+    toy::ForwardProfile profile_a, profile_b;
+    a.model().set_profile(&profile_a);
+    b.model().set_profile(&profile_b);
+    std::vector<double> times_a, times_b;
+    for (int i = 0; i < steps; ++i) {
+      const std::int32_t token = tokens[fill + static_cast<std::size_t>(i)];
+      auto start = Clock::now();
+      check(a.step(token));
+      times_a.push_back(seconds_since(start));
+      start = Clock::now();
+      check(b.step(token));
+      times_b.push_back(seconds_since(start));
+    }
+    const double ta = median(times_a), tb = median(times_b);
+    std::printf("| %s | %d / %d | %zu | %zu | %.2fx less | %.3f | %.3f | %.2fx | %s / %s |\n", describe(config).c_str(),
+                long_heads, config.num_layers * config.num_kv_heads, uniform_bytes / 1024, mix_bytes / 1024,
+                static_cast<double>(uniform_bytes) / static_cast<double>(mix_bytes), ta * 1e3, tb * 1e3, ta / tb,
+                percent(profile_a.attention, profile_a.total()).c_str(),
+                percent(profile_b.attention, profile_b.total()).c_str());
+    std::fflush(stdout);
+  }
+}
+
+bool has(const std::string& list, const char* section) {
+  const std::string padded = "," + list + ",";
+  return padded.find(std::string(",") + section + ",") != std::string::npos;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::uint64_t max_tokens = 1000000;
+  std::size_t prefill_tokens = 4096;
+  int repeats = 3;
   bool smoke = false;
-  bool stream_only = false;
+  std::string sections = "recompute,stream,prefill,duo";
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
       max_tokens = std::strtoull(argv[++i], nullptr, 10);
+    } else if (std::strcmp(argv[i], "--prefill-tokens") == 0 && i + 1 < argc) {
+      prefill_tokens = std::max<std::size_t>(64, std::strtoull(argv[++i], nullptr, 10));
+    } else if (std::strcmp(argv[i], "--repeats") == 0 && i + 1 < argc) {
+      repeats = std::max(1, std::atoi(argv[++i]));
+    } else if (std::strcmp(argv[i], "--sections") == 0 && i + 1 < argc) {
+      sections = argv[++i];
     } else if (std::strcmp(argv[i], "--smoke") == 0) {
       smoke = true;
     } else if (std::strcmp(argv[i], "--stream-only") == 0) {
-      stream_only = true;
+      sections = "stream";
     } else {
-      std::fprintf(stderr, "usage: %s [--max-tokens N] [--stream-only] [--smoke]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--sections recompute,stream,prefill,duo] [--max-tokens N] [--stream-only] "
+                   "[--prefill-tokens N] [--repeats N] [--smoke]\n",
+                   argv[0]);
       return 2;
     }
   }
-  const toy::ModelWeights weights = toy::random_weights(model_config(), 42);
-  std::printf(
-      "toy transformer: dim 288, 6 layers, 6 heads (head_dim 48), hidden 768, vocab 512, float, CpuKernel (%s)\n",
-      sinkkv::instruction_set_name(sinkkv::CpuKernel{}.instruction_set()));
+  std::printf("toy transformer end to end: float, CpuKernel (%s), seeded random weights\n",
+              sinkkv::instruction_set_name(sinkkv::CpuKernel{}.instruction_set()));
   if (smoke) {
-    recompute_table(weights, {64}, 1);
-    stream_table(weights, 1000);
+    recompute_table({64}, 1);
+    stream_table(1000);
+    prefill_table({trained_shape()}, 64, {1, 16}, 1);
+    duo_table({trained_shape()}, 64, 12, 4);
     return 0;
   }
-  if (!stream_only) recompute_table(weights, {256, 512, 1024, 2048, 4096}, 3);
-  stream_table(weights, max_tokens);
+  if (has(sections, "recompute")) recompute_table({256, 512, 1024, 2048, 4096}, repeats);
+  if (has(sections, "prefill"))
+    prefill_table({trained_shape(), larger_shape()}, prefill_tokens, {1, 64, 256, 1024}, repeats);
+  if (has(sections, "duo")) duo_table({trained_shape(), larger_shape()}, 4096, 252, 64);
+  if (has(sections, "stream")) stream_table(max_tokens);
   return 0;
 }

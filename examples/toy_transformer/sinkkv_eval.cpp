@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -25,6 +26,7 @@
 #include "toy/checkpoint.hpp"
 #include "toy/cli.hpp"
 #include "toy/eval.hpp"
+#include "toy/head_policy.hpp"
 #include "toy/model.hpp"
 #include "toy/sampler.hpp"
 #include "toy/summary.hpp"
@@ -42,13 +44,20 @@ Stream:
                         (through a sink cache of the same size; --seed, --temperature, --top-p, --start-token)
   --save-tokens FILE    save the generated stream (in --format)
 Policies:
-  --policies LIST       comma-separated, or 'all' (default):
-                        dense, window, sink, recompute, window-stream, sink-stream
-  --cache-size L        tokens a bounded policy keeps (default 256)
+  --policies LIST       comma-separated, or 'all' (default; with --head-policies: all and mixed):
+                        dense, window, sink, recompute, window-stream, sink-stream, mixed
+  --cache-size L        tokens a bounded policy keeps (default 256; with --head-policies: the mixed
+                        policy's token slots per KV head, so that every policy holds the same memory)
   --sinks S             sinks of the sink policies, out of L (default 4)
+  --head-policies TEXT  the mixed policy: each layer / KV head its own SINKS+WINDOW, e.g.
+                        "all: 1+31; layers 4-5 heads 0: 1+159" (later rules win)
+  --head-policies-file PATH   the same, from a file (one rule per line, # comments)
   --limit N             score only the first N predictions under recompute (O(L^2) per token)
   --recompute-range A-B score recompute only on stream positions A..B (see --chunk for positions)
   --threads N           threads for recompute, whose tokens are independent (default 1)
+  --prefill-chunk N     tokens per forward pass (default 256): each policy but recompute scores the
+                        stream in chunks of N, and recompute runs each pass over its L tokens in
+                        chunks of min(N, L); 1 = one token at a time (same numbers up to rounding)
 Output:
   --out DIR             nll.csv, chunks.csv, plot.svg, attention_mass.csv (default sinkkv-eval-out)
   --chunk N             predictions per row of the perplexity table (default 1000)
@@ -57,7 +66,13 @@ Output:
                         token, and what the numbers show
   --smooth N            moving-average width of the plot (default 100)
   --mass-range A:B      attention-mass report over query positions [A, B) (0-based stream indices)
-  --mass-policy P       the policy the report watches (default sink)
+  --mass-policy P       the policy the report watches (default sink; a uniform one)
+  --mass-far D          the report's far column: weight on non-sink tokens >= D behind the query
+                        (default 32)
+  --suggest-mix K:FAR:NEAR   from the report, a mixed policy giving the K KV heads with the most far
+                        weight FAR (e.g. 1+159) and the others NEAR (e.g. 1+31): written to
+                        DIR/head_policies.txt, and the opposite choice (a control) to
+                        DIR/head_policies_control.txt
   --progress-every SEC  seconds between progress lines on stderr (default 2; 0 = none)
 )";
 
@@ -73,7 +88,13 @@ struct Options {
   int start_token = 1;
   std::string save_tokens;
   std::vector<toy::Policy> policies = toy::all_policies();
+  bool policies_given = false;
   int cache_size = 256;
+  bool cache_size_given = false;
+  std::optional<std::string> head_policies;  // the mixed policy's text
+  int prefill_chunk = 256;
+  int mass_far = 32;
+  std::optional<std::string> suggest_mix;
   int sinks = 4;
   long long limit = -1;
   std::optional<toy::PositionRange> recompute_range;
@@ -133,8 +154,22 @@ Options parse(int argc, char** argv) {
       o.save_tokens = value;
     } else if (flag == "--policies") {
       o.policies = parse_policies(value);
+      o.policies_given = true;
     } else if (flag == "--cache-size") {
       o.cache_size = static_cast<int>(toy::parse_integer(flag, value, 1, 1 << 24));
+      o.cache_size_given = true;
+    } else if (flag == "--head-policies") {
+      TOY_CHECK(!o.head_policies, "give --head-policies or --head-policies-file once");
+      o.head_policies = value;
+    } else if (flag == "--head-policies-file") {
+      TOY_CHECK(!o.head_policies, "give --head-policies or --head-policies-file once");
+      o.head_policies = toy::read_head_policy_file(value);
+    } else if (flag == "--prefill-chunk") {
+      o.prefill_chunk = static_cast<int>(toy::parse_integer(flag, value, 1, sinkkv::CacheConfig::kMaxChunk));
+    } else if (flag == "--mass-far") {
+      o.mass_far = static_cast<int>(toy::parse_integer(flag, value, 1, 1 << 24));
+    } else if (flag == "--suggest-mix") {
+      o.suggest_mix = value;
     } else if (flag == "--sinks") {
       o.sinks = static_cast<int>(toy::parse_integer(flag, value, 0, 1 << 24));
     } else if (flag == "--limit") {
@@ -167,16 +202,47 @@ Options parse(int argc, char** argv) {
     }
   }
   TOY_CHECK(!o.checkpoint.empty(), "--checkpoint is required (see --help)");
+  const bool mixed_listed = std::find(o.policies.begin(), o.policies.end(), toy::Policy::kMixed) != o.policies.end();
+  if (o.head_policies && !o.policies_given) o.policies.push_back(toy::Policy::kMixed);
+  TOY_CHECK(!o.head_policies || !o.policies_given || mixed_listed,
+            "--head-policies given, but 'mixed' is not among --policies");
+  TOY_CHECK(o.head_policies || !mixed_listed, "policy mixed needs --head-policies TEXT or --head-policies-file PATH");
+  TOY_CHECK(o.mass_policy != toy::Policy::kMixed,
+            "--mass-policy mixed: the report needs a policy whose heads all keep the same tokens");
+  TOY_CHECK(!o.suggest_mix || o.mass_begin >= 0, "--suggest-mix needs the attention-mass report (--mass-range A:B)");
   TOY_CHECK(o.tokens_path.empty() != (o.generate == 0), "give exactly one of --tokens FILE and --generate N");
-  TOY_CHECK(o.sinks < o.cache_size, "--sinks " << o.sinks << " leaves no window in --cache-size " << o.cache_size);
   TOY_CHECK(o.limit < 0 || !o.recompute_range, "give at most one of --limit and --recompute-range");
   TOY_CHECK(o.first_tokens < 0 || !o.tokens_path.empty(), "--first applies to --tokens FILE only");
   return o;
 }
 
-toy::PolicySpec spec_for(toy::Policy policy, const Options& o, std::size_t stream_length) {
+/// "3:1+159:1+31" -> (3, {1, 159}, {1, 31}).
+struct MixSuggestion {
+  int count = 0;
+  sinkkv::RetentionPolicy far, near;
+};
+
+MixSuggestion parse_mix_suggestion(const std::string& text, int num_heads) {
+  const std::size_t first = text.find(':'), second = first == std::string::npos ? first : text.find(':', first + 1);
+  TOY_CHECK(second != std::string::npos, "--suggest-mix: '" << text << "' is not K:FAR:NEAR, e.g. 3:1+159:1+31");
+  MixSuggestion mix;
+  mix.count = static_cast<int>(toy::parse_integer("--suggest-mix K", text.substr(0, first), 0, num_heads));
+  // A policy is parsed as a one-rule configuration of one head.
+  mix.far = toy::parse_head_policies(text.substr(first + 1, second - first - 1), 1, 1)[0];
+  mix.near = toy::parse_head_policies(text.substr(second + 1), 1, 1)[0];
+  return mix;
+}
+
+toy::PolicySpec spec_for(toy::Policy policy, const Options& o, std::size_t stream_length,
+                         const toy::HeadPolicies& head_policies) {
   toy::PolicySpec spec;
   spec.policy = policy;
+  if (policy == toy::Policy::kMixed) {
+    spec.num_sinks = 0;
+    spec.window = 0;
+    spec.head_policies = head_policies;
+    return spec;
+  }
   const bool sinks = policy == toy::Policy::kSink || policy == toy::Policy::kSinkStream;
   spec.num_sinks = sinks ? o.sinks : 0;
   spec.window = o.cache_size - spec.num_sinks;
@@ -204,17 +270,82 @@ toy::ProgressFn progress_printer(const std::string& what, double every) {
   };
 }
 
-int run(const Options& o) {
+/// --suggest-mix: ranks the KV heads by their far weight (the mean over
+/// their query heads), writes the mix and its control, prints both. Returns
+/// ", <paths>" for the closing line.
+std::string suggest_mix(const Options& o, const toy::AttentionMass& mass, const toy::ModelConfig& config) {
+  const MixSuggestion mix = parse_mix_suggestion(*o.suggest_mix, config.num_layers * config.num_kv_heads);
+  const std::vector<double> far = mass.kv_head_far_mass(config.num_kv_heads);
+  const toy::HeadPolicies chosen = toy::choose_head_policies(far, mix.count, mix.far, mix.near);
+  const toy::HeadPolicies control = toy::choose_head_policies(far, mix.count, mix.far, mix.near, true);
+  std::string ranking;
+  char line[128];
+  for (int l = 0; l < config.num_layers; ++l) {
+    for (int h = 0; h < config.num_kv_heads; ++h) {
+      std::snprintf(line, sizeof line, "#   layer %d KV head %d: %.4f\n", l, h,
+                    far[static_cast<std::size_t>(l * config.num_kv_heads + h)]);
+      ranking += line;
+    }
+  }
+  std::snprintf(line, sizeof line, "%.0f", static_cast<double>(toy::total_slots(chosen)));
+  const std::string header = std::string("# sinkkv-eval --suggest-mix ") + *o.suggest_mix + ": " + line +
+                             " token slots; far weight (>= " + std::to_string(mass.far_distance()) +
+                             " tokens back, sinks excluded) per KV head, queries [" + std::to_string(o.mass_begin) +
+                             ", " + std::to_string(o.mass_end) + ") of " + o.checkpoint + ":\n" + ranking;
+  const auto write = [&](const std::string& path, const std::string& what, const toy::HeadPolicies& policies) {
+    const std::string text = toy::format_head_policies(policies, config.num_layers, config.num_kv_heads);
+    std::ofstream out(path);
+    TOY_CHECK(out, "cannot create '" << path << "'");
+    out << header << "# " << what << "\n" << text;
+    out.close();
+    TOY_CHECK(out, "writing '" << path << "' failed");
+    std::printf("\n%s (%s):\n%s", what.c_str(), path.c_str(), text.c_str());
+  };
+  const std::string chosen_path = o.out_dir + "/head_policies.txt";
+  const std::string control_path = o.out_dir + "/head_policies_control.txt";
+  write(chosen_path,
+        "the " + std::to_string(mix.count) + " KV heads with the most far weight keep " + toy::policy_text(mix.far) +
+            ", the others " + toy::policy_text(mix.near),
+        chosen);
+  write(control_path,
+        "control: the " + std::to_string(mix.count) + " KV heads with the least far weight keep " +
+            toy::policy_text(mix.far) + ", the others " + toy::policy_text(mix.near),
+        control);
+  return ", " + chosen_path + ", " + control_path;
+}
+
+int run(Options o) {
   const toy::ModelWeights weights = toy::load_checkpoint(o.checkpoint);
   const toy::ModelConfig& config = weights.config;
   std::cerr << "model: " << o.checkpoint << " (" << config << ")\n";
 
+  // The mixed policy and the uniform ones at equal memory: L = its token slots per KV head.
+  toy::HeadPolicies head_policies;
+  if (o.head_policies) {
+    head_policies = toy::parse_head_policies(*o.head_policies, config.num_layers, config.num_kv_heads);
+    const std::int64_t slots = toy::total_slots(head_policies);
+    const std::int64_t heads = static_cast<std::int64_t>(head_policies.size());
+    if (!o.cache_size_given) {
+      TOY_CHECK(slots % heads == 0, "--head-policies keeps " << slots << " token slots over " << heads
+                                                             << " KV heads, not a whole number per head; give "
+                                                             << "--cache-size L to compare at unequal memory");
+      o.cache_size = static_cast<int>(slots / heads);
+    }
+    std::cerr << "mixed: " << toy::head_policy_summary(head_policies) << " per KV head = " << slots << " token slots";
+    if (slots == heads * o.cache_size) {
+      std::cerr << " = " << heads << " KV heads x L (equal memory)\n";
+    } else {
+      std::cerr << "; the uniform policies keep " << heads << " x L = " << heads * o.cache_size
+                << " (unequal memory)\n";
+    }
+  }
+  TOY_CHECK(o.sinks < o.cache_size, "--sinks " << o.sinks << " leaves no window in --cache-size " << o.cache_size);
   std::vector<std::int32_t> tokens;
   if (o.generate > 0) {
     TOY_CHECK(o.start_token < config.vocab_size,
               "--start-token " << o.start_token << " outside the vocabulary [0, " << config.vocab_size << ")");
     toy::Sampler sampler(config.vocab_size, o.temperature, o.top_p, o.seed);
-    toy::PolicySpec spec = spec_for(toy::Policy::kSink, o, 0);
+    toy::PolicySpec spec = spec_for(toy::Policy::kSink, o, 0, {});
     tokens = toy::generate_stream(weights, spec, static_cast<std::size_t>(o.generate), o.start_token, sampler,
                                   progress_printer("generate", o.progress_every));
     if (!o.save_tokens.empty()) toy::write_tokens(tokens, o.save_tokens, o.format);
@@ -233,12 +364,13 @@ int run(const Options& o) {
   }
 
   ::mkdir(o.out_dir.c_str(), 0777);  // may exist; failures surface when writing
-  toy::AttentionMass mass(config.num_layers, config.num_heads);
+  const bool mass_sinks = o.mass_policy == toy::Policy::kSink || o.mass_policy == toy::Policy::kSinkStream;
+  toy::AttentionMass mass(config.num_layers, config.num_heads, mass_sinks ? o.sinks : 0, o.mass_far);
   const bool want_mass = o.mass_begin >= 0;
   bool mass_recorded = false;
   std::vector<toy::PolicyRun> runs;
   for (toy::Policy policy : o.policies) {
-    const toy::PolicySpec spec = spec_for(policy, o, tokens.size());
+    const toy::PolicySpec spec = spec_for(policy, o, tokens.size(), head_policies);
     // Recompute costs O(L^2) per token: --limit N scores its first N predictions, --recompute-range A-B
     // positions A..B only.
     std::size_t first = 0, limit = SIZE_MAX;
@@ -258,12 +390,12 @@ int run(const Options& o) {
     run.spec = spec;
     run.first = first;
     if (policy == toy::Policy::kRecompute && !probe) {
-      run.nll = toy::recompute_nll(weights, spec.window, tokens, first, first + std::min(limit, predictions),
-                                   o.threads, progress_printer(run.name, o.progress_every));
+      run.nll = toy::recompute_nll(weights, spec.window, tokens, first, first + std::min(limit, predictions), o.threads,
+                                   progress_printer(run.name, o.progress_every), o.prefill_chunk);
     } else {
       run.nll = toy::stream_nll(weights, spec, tokens, limit, progress_printer(run.name, o.progress_every),
                                 probe ? &mass : nullptr, static_cast<std::size_t>(std::max(0LL, o.mass_begin)),
-                                static_cast<std::size_t>(std::max(0LL, o.mass_end)));
+                                static_cast<std::size_t>(std::max(0LL, o.mass_end)), o.prefill_chunk);
     }
     run.seconds = clock.seconds();
     run.cpu_seconds = toy::process_cpu_seconds() - cpu_start;
@@ -294,19 +426,21 @@ int run(const Options& o) {
     if (!reading.empty()) std::printf("\n");
     for (const std::string& line : reading) std::printf("- %s\n", toy::word_wrap(line, 100, "  ").c_str());
   }
+  std::string suggested;
   if (want_mass) {
     if (mass_recorded) {
       const std::string mass_csv = o.out_dir + "/attention_mass.csv";
       std::printf("\nattention mass (%s policy, queries at stream positions [%lld, %lld)):\n%s",
                   toy::policy_name(o.mass_policy), o.mass_begin, std::min<long long>(o.mass_end, predictions),
                   mass.report(mass_csv).c_str());
+      if (o.suggest_mix) suggested = suggest_mix(o, mass, config);
     } else {
       std::fprintf(stderr, "note: --mass-policy %s is not among --policies; no attention-mass report\n",
                    toy::policy_name(o.mass_policy));
     }
   }
-  std::printf("\nwrote %s, %s, %s%s\n", nll_csv.c_str(), chunks_csv.c_str(), svg.c_str(),
-              want_mass && mass_recorded ? (", " + o.out_dir + "/attention_mass.csv").c_str() : "");
+  std::printf("\nwrote %s, %s, %s%s%s\n", nll_csv.c_str(), chunks_csv.c_str(), svg.c_str(),
+              want_mass && mass_recorded ? (", " + o.out_dir + "/attention_mass.csv").c_str() : "", suggested.c_str());
   return 0;
 }
 

@@ -5,6 +5,9 @@
 //   toy_transformer --checkpoint model.bin --tokenizer tokenizer.bin --tokens 1000000
 //   toy_transformer --checkpoint models/sink_token/model.bin --tokenizer models/sink_token/vocab.json
 //                   --start-token 767 --prompt "1 And God said"
+//   toy_transformer --dim 1024 --layers 8 --heads 16 --kv-heads 4 --hidden-dim 2816 --random-prompt 4000
+//                   --window 4092 --tokens 64 --quiet          a random model of your shape; prefill timed
+//   toy_transformer --head-policies "all: 4+252; heads 0: 0+4096" ...     per-layer / per-head caches
 //
 // Progress (tokens/s, cache occupancy, resident memory) goes to stderr, the
 // generated text (or token ids) to stdout.
@@ -16,11 +19,13 @@
 #include <exception>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "toy/checkpoint.hpp"
 #include "toy/cli.hpp"
+#include "toy/head_policy.hpp"
 #include "toy/model.hpp"
 #include "toy/sampler.hpp"
 #include "toy/tokenizer.hpp"
@@ -35,9 +40,16 @@ Model (default: seeded random weights, dim 128, 6 layers, 4 heads, 2 KV heads, v
   --tokenizer PATH       print text instead of token ids: the model's BPE vocab.json (tools/train; also
                          encodes --prompt) or a llama2.c tokenizer.bin (decodes only)
   --model-seed N         seed of the random weights (default 1)
+  --dim N --hidden-dim N --layers N --heads N --kv-heads N --vocab-size N --context N
+                         the random model's shape (defaults above; hidden 352, context 256 = the
+                         checkpoint's seq_len); head size = dim / heads, even
   --save-checkpoint PATH write the model in use as a llama2.c checkpoint and exit
+Prompt (fed before generation, in chunks; must fit in the cache, in its longest heads):
+  --prompt TEXT          start from TEXT, encoded by --tokenizer's vocab.json
+  --prompt-tokens FILE   start from the token ids in FILE (--prompt-format bin: int32, or text)
+  --random-prompt N      start from N seeded random token ids (--seed), e.g. to time a long prefill
+  --prefill-chunk N      tokens per forward pass while prefilling (default 256; 1 = one at a time)
 Generation:
-  --prompt TEXT          start from TEXT, encoded by --tokenizer's vocab.json; must fit in the cache
   --tokens N             tokens to generate (default 256)
   --start-token ID       first input token (default 1, llama2.c's BOS; with --prompt: none unless given,
                          then it goes before the prompt, e.g. 767 = <sink> for models/sink_token)
@@ -45,9 +57,13 @@ Generation:
   --top-p P              nucleus sampling threshold in (0, 1] (default 0.9)
   --seed N               sampling seed (default 1)
 Cache:
-  --policy P             sink (default), window, dense, recompute, window-stream, sink-stream
+  --policy P             sink (default), window, dense, recompute, window-stream, sink-stream, mixed
   --sinks S              attention sinks kept (sink policies; default 4)
   --window W             most recent tokens kept (default 252)
+  --head-policies TEXT   policy mixed: each layer / KV head its own SINKS+WINDOW, e.g.
+                         "all: 4+252; layers 0-1: 0+1024; layer 5 heads 0,1: 1+4095" (later rules win;
+                         docs/toy_transformer.md)
+  --head-policies-file PATH   the same, from a file (one rule per line, # comments)
 Output:
   --quiet                do not print the generated tokens
   --show-ends N          print only the first N and the last N generated tokens
@@ -60,7 +76,15 @@ struct Options {
   std::string tokenizer;
   std::string save_checkpoint;
   std::uint64_t model_seed = 1;
+  toy::ModelConfig shape;  // the random model's
+  bool shape_given = false;
   std::optional<std::string> prompt;
+  std::string prompt_tokens;  // a token file
+  toy::TokenFormat prompt_format = toy::TokenFormat::kBinary;
+  long long random_prompt = 0;
+  int prefill_chunk = 256;
+  std::optional<std::string> head_policies;  // text of the mixed policy
+  bool policy_given = false;
   long long tokens = 256;
   int start_token = 1;
   bool start_token_given = false;
@@ -76,8 +100,25 @@ struct Options {
   double progress_every = 1.0;
 };
 
+toy::ModelConfig default_config() {
+  toy::ModelConfig c;
+  c.dim = 128;
+  c.hidden_dim = 352;
+  c.num_layers = 6;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.vocab_size = 768;
+  c.seq_len = 256;
+  return c;
+}
+
 Options parse(int argc, char** argv) {
   Options o;
+  o.shape = default_config();
+  const auto shape_flag = [&](const std::string& flag, const std::string& value, int* field, int max) {
+    *field = static_cast<int>(toy::parse_integer(flag, value, 1, max));
+    o.shape_given = true;
+  };
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
@@ -98,8 +139,36 @@ Options parse(int argc, char** argv) {
       o.save_checkpoint = value;
     } else if (flag == "--model-seed") {
       o.model_seed = static_cast<std::uint64_t>(toy::parse_integer(flag, value, 0, (1LL << 62)));
+    } else if (flag == "--dim") {
+      shape_flag(flag, value, &o.shape.dim, toy::ModelConfig::kMaxDim);
+    } else if (flag == "--hidden-dim") {
+      shape_flag(flag, value, &o.shape.hidden_dim, toy::ModelConfig::kMaxHidden);
+    } else if (flag == "--layers") {
+      shape_flag(flag, value, &o.shape.num_layers, toy::ModelConfig::kMaxLayers);
+    } else if (flag == "--heads") {
+      shape_flag(flag, value, &o.shape.num_heads, toy::ModelConfig::kMaxDim);
+    } else if (flag == "--kv-heads") {
+      shape_flag(flag, value, &o.shape.num_kv_heads, toy::ModelConfig::kMaxDim);
+    } else if (flag == "--vocab-size") {
+      shape_flag(flag, value, &o.shape.vocab_size, toy::ModelConfig::kMaxVocab);
+    } else if (flag == "--context") {
+      shape_flag(flag, value, &o.shape.seq_len, toy::ModelConfig::kMaxSeqLen);
     } else if (flag == "--prompt") {
       o.prompt = value;
+    } else if (flag == "--prompt-tokens") {
+      o.prompt_tokens = value;
+    } else if (flag == "--prompt-format") {
+      o.prompt_format = toy::parse_token_format(value);
+    } else if (flag == "--random-prompt") {
+      o.random_prompt = toy::parse_integer(flag, value, 1, 1 << 28);
+    } else if (flag == "--prefill-chunk") {
+      o.prefill_chunk = static_cast<int>(toy::parse_integer(flag, value, 1, sinkkv::CacheConfig::kMaxChunk));
+    } else if (flag == "--head-policies") {
+      TOY_CHECK(!o.head_policies, "give --head-policies or --head-policies-file once");
+      o.head_policies = value;
+    } else if (flag == "--head-policies-file") {
+      TOY_CHECK(!o.head_policies, "give --head-policies or --head-policies-file once");
+      o.head_policies = toy::read_head_policy_file(value);
     } else if (flag == "--tokens") {
       o.tokens = toy::parse_integer(flag, value, 1, 1LL << 40);
     } else if (flag == "--start-token") {
@@ -113,6 +182,7 @@ Options parse(int argc, char** argv) {
       o.seed = static_cast<std::uint64_t>(toy::parse_integer(flag, value, 0, (1LL << 62)));
     } else if (flag == "--policy") {
       o.policy = toy::parse_policy(value);
+      o.policy_given = true;
     } else if (flag == "--sinks") {
       o.sinks = static_cast<int>(toy::parse_integer(flag, value, 0, 1 << 20));
       o.sinks_given = true;
@@ -126,6 +196,20 @@ Options parse(int argc, char** argv) {
       TOY_FAIL("unknown option '" << flag << "' (see --help)");
     }
   }
+  TOY_CHECK(!o.shape_given || o.checkpoint.empty(),
+            "the shape flags (--dim, --layers, ...) make a random model; a --checkpoint has its own shape");
+  if (o.shape_given) o.shape.validate();
+  const int prompts = (o.prompt ? 1 : 0) + (o.prompt_tokens.empty() ? 0 : 1) + (o.random_prompt > 0 ? 1 : 0);
+  TOY_CHECK(prompts <= 1, "give at most one of --prompt, --prompt-tokens and --random-prompt");
+  if (o.head_policies) {
+    TOY_CHECK(!o.policy_given || o.policy == toy::Policy::kMixed,
+              "--head-policies makes the policy mixed, but --policy " << toy::policy_name(o.policy) << " was given");
+    o.policy = toy::Policy::kMixed;
+  }
+  TOY_CHECK(o.policy != toy::Policy::kMixed || o.head_policies,
+            "--policy mixed needs --head-policies TEXT or --head-policies-file PATH");
+  TOY_CHECK(o.policy != toy::Policy::kMixed || !o.sinks_given,
+            "--sinks is for uniform policies; each rule of --head-policies gives its own sinks");
   return o;
 }
 
@@ -139,6 +223,9 @@ toy::PolicySpec policy_spec(const Options& o, const toy::ModelConfig& model, std
             "--sinks " << o.sinks << " given, but policy " << toy::policy_name(o.policy) << " keeps no sinks");
   spec.num_sinks = sinks_allowed ? o.sinks : 0;
   spec.window = o.window;
+  if (o.policy == toy::Policy::kMixed) {
+    spec.head_policies = toy::parse_head_policies(*o.head_policies, model.num_layers, model.num_kv_heads);
+  }
   if (o.policy == toy::Policy::kDense) {
     const long long needed = o.tokens + static_cast<long long>(inputs);
     const double bytes = static_cast<double>(needed) * model.num_layers * 2.0 * model.kv_dim() * sizeof(float);
@@ -148,18 +235,6 @@ toy::PolicySpec policy_spec(const Options& o, const toy::ModelConfig& model, std
     spec.window = static_cast<int>(needed);
   }
   return spec;
-}
-
-toy::ModelConfig default_config() {
-  toy::ModelConfig c;
-  c.dim = 128;
-  c.hidden_dim = 352;
-  c.num_layers = 6;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.vocab_size = 768;
-  c.seq_len = 256;
-  return c;
 }
 
 /// How ids become text: a BPE vocab.json (which also encodes prompts) or a
@@ -184,29 +259,54 @@ struct TextCodec {
   std::string decode(int token) const { return bpe ? bpe->piece(token) : pieces->decode(token); }
 };
 
+/// The flag the prompt came from, or nullptr without one.
+const char* prompt_flag(const Options& o) {
+  if (o.prompt) return "--prompt";
+  if (!o.prompt_tokens.empty()) return "--prompt-tokens";
+  if (o.random_prompt > 0) return "--random-prompt";
+  return nullptr;
+}
+
 /// The ids fed before generation: --start-token (unless only a prompt is
 /// given), then the prompt's. Errors name what is missing or too long.
 std::vector<std::int32_t> input_tokens(const Options& o, const std::optional<TextCodec>& codec,
                                        const toy::PolicySpec& spec, int vocab_size) {
   TOY_CHECK(o.start_token < vocab_size,
             "--start-token " << o.start_token << " outside the vocabulary [0, " << vocab_size << ")");
+  const char* flag = prompt_flag(o);
   std::vector<std::int32_t> inputs;
-  if (!o.prompt || o.start_token_given) inputs.push_back(o.start_token);
-  if (!o.prompt) return inputs;
-  TOY_CHECK(codec, "--prompt needs the model's tokenizer to encode it: add --tokenizer with the vocab.json "
-                   "beside the checkpoint (models/<name>/vocab.json)");
-  TOY_CHECK(codec->bpe, "--prompt: a llama2.c tokenizer.bin only decodes; pass the model's vocab.json (its BPE "
-                        "merges) as --tokenizer");
-  const std::vector<std::int32_t> prompt = codec->bpe->encode(*o.prompt);
+  if (flag == nullptr || o.start_token_given) inputs.push_back(o.start_token);
+  if (flag == nullptr) return inputs;
+  std::vector<std::int32_t> prompt;
+  if (o.prompt) {
+    TOY_CHECK(codec,
+              "--prompt needs the model's tokenizer to encode it: add --tokenizer with the vocab.json "
+              "beside the checkpoint (models/<name>/vocab.json)");
+    TOY_CHECK(codec->bpe,
+              "--prompt: a llama2.c tokenizer.bin only decodes; pass the model's vocab.json (its BPE "
+              "merges) as --tokenizer");
+    prompt = codec->bpe->encode(*o.prompt);
+  } else if (!o.prompt_tokens.empty()) {
+    prompt = toy::read_tokens(o.prompt_tokens, o.prompt_format, vocab_size);
+  } else {
+    toy::Rng rng(o.seed);
+    prompt.resize(static_cast<std::size_t>(o.random_prompt));
+    for (std::int32_t& id : prompt) id = static_cast<std::int32_t>(rng.next() % static_cast<std::uint64_t>(vocab_size));
+  }
   inputs.insert(inputs.end(), prompt.begin(), prompt.end());
-  TOY_CHECK(!inputs.empty(), "--prompt is empty and no --start-token is given: nothing to start from");
+  TOY_CHECK(!inputs.empty(), flag << " is empty and no --start-token is given: nothing to start from");
   if (spec.policy != toy::Policy::kDense) {
+    std::ostringstream cache;
+    if (spec.policy == toy::Policy::kMixed) {
+      cache << "longest heads' " << spec.capacity() << "-token cache";
+    } else {
+      cache << spec.capacity() << "-token cache (" << spec.num_sinks << (spec.num_sinks == 1 ? " sink + " : " sinks + ")
+            << spec.window << " window)";
+    }
     TOY_CHECK(inputs.size() <= static_cast<std::size_t>(spec.capacity()),
-              "--prompt is " << prompt.size() << " tokens" << (o.start_token_given ? " after --start-token" : "")
-                             << ", more than the " << spec.capacity() << "-token cache (" << spec.num_sinks
-                             << (spec.num_sinks == 1 ? " sink + " : " sinks + ") << spec.window
-                             << " window): the cache would evict part of it before "
-                             << "the first token is generated; shorten the prompt or raise --window");
+              flag << " is " << prompt.size() << " tokens" << (o.start_token_given ? " after --start-token" : "")
+                   << ", more than the " << cache.str() << ": the cache would evict part of it before "
+                   << "the first token is generated; shorten the prompt or raise --window");
   }
   return inputs;
 }
@@ -255,9 +355,18 @@ class ProgressLine {
   bool open_ = false;
 };
 
+/// Bytes of K/V the policy keeps (without the rows a chunked prefill adds).
+std::size_t kept_bytes(const toy::PolicySpec& spec, const toy::ModelConfig& model) {
+  const std::size_t per_slot = 2 * static_cast<std::size_t>(model.head_dim()) * sizeof(float);
+  if (spec.policy == toy::Policy::kMixed)
+    return static_cast<std::size_t>(toy::total_slots(spec.head_policies)) * per_slot;
+  return static_cast<std::size_t>(spec.capacity()) * static_cast<std::size_t>(model.num_layers) *
+         static_cast<std::size_t>(model.num_kv_heads) * per_slot;
+}
+
 int run(const Options& o) {
   const toy::ModelWeights weights =
-      o.checkpoint.empty() ? toy::random_weights(default_config(), o.model_seed) : toy::load_checkpoint(o.checkpoint);
+      o.checkpoint.empty() ? toy::random_weights(o.shape, o.model_seed) : toy::load_checkpoint(o.checkpoint);
   const toy::ModelConfig& config = weights.config;
   if (!o.save_checkpoint.empty()) {
     toy::save_checkpoint(weights, o.save_checkpoint);
@@ -269,18 +378,45 @@ int run(const Options& o) {
   const std::vector<std::int32_t> inputs = input_tokens(o, codec, policy_spec(o, config, 1), config.vocab_size);
 
   const toy::PolicySpec spec = policy_spec(o, config, inputs.size());
-  toy::Decoder decoder(weights, spec);
+  // Chunks no longer than the prompt: the cache keeps chunk - 1 extra rows per head for them.
+  const int chunk = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(o.prefill_chunk), inputs.size()));
+  toy::Decoder decoder(weights, spec, chunk);
   toy::Sampler sampler(config.vocab_size, o.temperature, o.top_p, o.seed);
-  std::cerr << "model: " << (o.checkpoint.empty() ? "random weights (seed " + std::to_string(o.model_seed) + ")"
-                                                  : o.checkpoint)
-            << ", " << config << "\n"
-            << "cache: " << toy::policy_name(spec.policy) << ", " << spec.num_sinks
-            << (spec.num_sinks == 1 ? " sink + " : " sinks + ") << spec.window
-            << " window = " << spec.capacity() << " tokens, " << toy::mib(decoder.cache_bytes()) << " MiB\n";
-  if (o.prompt) {
-    std::cerr << "prompt: " << inputs.size() - (o.start_token_given ? 1 : 0) << " tokens";
+  std::cerr << "model: "
+            << (o.checkpoint.empty() ? "random weights (seed " + std::to_string(o.model_seed) + ")" : o.checkpoint)
+            << ", " << config << "\n";
+  if (spec.policy == toy::Policy::kMixed) {
+    std::cerr << "cache: mixed, per layer and KV head " << toy::head_policy_summary(spec.head_policies) << " = "
+              << toy::total_slots(spec.head_policies) << " token slots, " << toy::mib(kept_bytes(spec, config))
+              << " MiB\n";
+  } else {
+    std::cerr << "cache: " << toy::policy_name(spec.policy) << ", " << spec.num_sinks
+              << (spec.num_sinks == 1 ? " sink + " : " sinks + ") << spec.window << " window = " << spec.capacity()
+              << " tokens, " << toy::mib(kept_bytes(spec, config)) << " MiB\n";
+  }
+
+  const toy::Stopwatch prefill_clock;
+  const float* logits = decoder.prefill(inputs.data(), inputs.size());
+  const double prefill_seconds = prefill_clock.seconds();
+  if (prompt_flag(o) != nullptr) {
+    const std::size_t prompt_tokens = inputs.size() - (o.start_token_given ? 1 : 0);
+    std::cerr << "prompt: " << prompt_tokens;
+    if (o.random_prompt > 0) std::cerr << " random";
+    std::cerr << " tokens";
+    if (!o.prompt_tokens.empty()) std::cerr << " from " << o.prompt_tokens;
     if (o.start_token_given) std::cerr << " after --start-token " << o.start_token;
-    std::cerr << "\n";
+    const std::size_t chunks = (inputs.size() + static_cast<std::size_t>(chunk) - 1) / static_cast<std::size_t>(chunk);
+    char text[256];
+    std::snprintf(text, sizeof text, ", prefilled in %.1f ms (%.0f tokens/s; %zu chunk%s of up to %d tokens",
+                  1e3 * prefill_seconds, static_cast<double>(inputs.size()) / prefill_seconds, chunks,
+                  chunks == 1 ? "" : "s", chunk);
+    std::cerr << text;
+    const std::size_t room = decoder.cache_bytes() - std::min(decoder.cache_bytes(), kept_bytes(spec, config));
+    if (room > 0 && spec.policy != toy::Policy::kRecompute) {
+      std::snprintf(text, sizeof text, ", for which the cache holds %.2f MiB more", toy::mib(room));
+      std::cerr << text;
+    }
+    std::cerr << ")\n";
   }
 
   const bool print_text = !o.quiet;
@@ -299,8 +435,6 @@ int run(const Options& o) {
   };
 
   if (print_text && codec && o.prompt) std::fwrite(o.prompt->data(), 1, o.prompt->size(), stdout);
-  const float* logits = nullptr;
-  for (std::int32_t token : inputs) logits = decoder.step(token);
   for (long long n = 1; n <= o.tokens; ++n) {
     const int token = sampler.sample(logits);
     done = n;

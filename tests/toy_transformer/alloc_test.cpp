@@ -38,6 +38,21 @@ TEST_P(NoAllocation, DecoderStepAndSampling) {
   EXPECT_EQ(sinkkv::testing::allocation_count - before, 0u) << toy::policy_name(GetParam().policy);
 }
 
+// A decoder built for chunks, after a chunked prefill: decoding stays free
+// of allocations (only the chunked products allocate, inside Eigen).
+TEST_P(NoAllocation, DecoderStepAfterAChunkedPrefill) {
+  const toy::ModelWeights weights = toy::random_weights(toy_test::small_config(4, 2, 8, false), 37);
+  toy::Decoder decoder(weights, GetParam(), 8);
+  toy::Sampler sampler(weights.config.vocab_size, 0.8f, 0.9f, 1);
+  const std::vector<std::int32_t> prompt = toy_test::random_tokens(21, weights.config.vocab_size, 2);
+  int token = sampler.sample(decoder.prefill(prompt.data(), prompt.size()));
+  token = sampler.sample(decoder.step(token));  // warm-up
+  if (!sinkkv::testing::kCountsAllocations) GTEST_SKIP() << "allocations are not counted under AddressSanitizer";
+  const std::size_t before = sinkkv::testing::allocation_count;
+  for (int i = 0; i < 3 * GetParam().capacity() + 5; ++i) token = sampler.sample(decoder.step(token));
+  EXPECT_EQ(sinkkv::testing::allocation_count - before, 0u) << toy::policy_name(GetParam().policy);
+}
+
 INSTANTIATE_TEST_SUITE_P(Policies, NoAllocation,
                          ::testing::Values(toy::PolicySpec{Policy::kDense, 0, 200}, toy::PolicySpec{Policy::kWindow, 0, 9},
                                            toy::PolicySpec{Policy::kSink, 4, 40},

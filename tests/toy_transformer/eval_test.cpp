@@ -118,7 +118,11 @@ TEST(StreamNll, RecomputeOnThreadsIsIdenticalToTheSequentialDecoder) {
   EXPECT_TRUE(toy::recompute_nll(weights, 6, tokens, 40, 1000, 2).empty());
 }
 
-TEST(AttentionMass, MatchesReferenceSoftmaxWeightsOnCachePositions) {
+class AttentionMassChunks : public ::testing::TestWithParam<int> {};
+
+// Scored token by token or in chunks (cut at the probe's range), the probe
+// sees the same queries and weights.
+TEST_P(AttentionMassChunks, MatchesReferenceSoftmaxWeightsOnCachePositions) {
   // A sink cache past eviction: positions 0..1 are the sinks, 2..3 the
   // oldest window tokens; the probe must map segments to cache positions.
   const toy::ModelWeights weights = toy::random_weights(toy_test::small_config(4, 2, 8), 29);
@@ -126,11 +130,13 @@ TEST(AttentionMass, MatchesReferenceSoftmaxWeightsOnCachePositions) {
   const PolicySpec spec{Policy::kSink, 2, 5};
   const std::vector<std::int32_t> tokens = toy_test::random_tokens(26, c.vocab_size, 2);
   const std::size_t begin = 4, end = 20;  // queries before and after the cache fills (capacity 7)
-  toy::AttentionMass mass(c.num_layers, c.num_heads);
-  toy::stream_nll(weights, spec, tokens, SIZE_MAX, {}, &mass, begin, end);
+  const int far_distance = 3;
+  toy::AttentionMass mass(c.num_layers, c.num_heads, spec.num_sinks, far_distance);
+  toy::stream_nll(weights, spec, tokens, SIZE_MAX, {}, &mass, begin, end, GetParam());
 
   ReferenceModel reference(weights);
   std::vector<double> expected(static_cast<std::size_t>(c.num_layers * c.num_heads * 4), 0.0);
+  std::vector<double> far(static_cast<std::size_t>(c.num_layers * c.num_heads), 0.0);
   double uniform = 0;
   for (std::size_t i = 0; i + 1 < tokens.size(); ++i) {
     std::vector<std::vector<std::vector<double>>> w;
@@ -139,9 +145,16 @@ TEST(AttentionMass, MatchesReferenceSoftmaxWeightsOnCachePositions) {
     uniform += 1.0 / static_cast<double>(w[0][0].size());
     for (int l = 0; l < c.num_layers; ++l) {
       for (int h = 0; h < c.num_heads; ++h) {
+        const std::vector<double>& weights_of_head = w[static_cast<std::size_t>(l)][static_cast<std::size_t>(h)];
         for (int p = 0; p < 4; ++p) {
           expected[static_cast<std::size_t>((l * c.num_heads + h) * 4 + p)] +=
-              w[static_cast<std::size_t>(l)][static_cast<std::size_t>(h)][static_cast<std::size_t>(p)];
+              weights_of_head[static_cast<std::size_t>(p)];
+        }
+        // Cache position p is (tokens held - 1 - p) behind the query; the sinks do not count.
+        const int held = static_cast<int>(weights_of_head.size());
+        for (int p = spec.num_sinks; p < held; ++p) {
+          if (held - 1 - p >= far_distance)
+            far[static_cast<std::size_t>(l * c.num_heads + h)] += weights_of_head[static_cast<std::size_t>(p)];
         }
       }
     }
@@ -155,15 +168,58 @@ TEST(AttentionMass, MatchesReferenceSoftmaxWeightsOnCachePositions) {
         EXPECT_NEAR(mass.mass(l, h, p), expected[static_cast<std::size_t>((l * c.num_heads + h) * 4 + p)] / queries, 2e-5)
             << "layer " << l << " head " << h << " position " << p;
       }
+      EXPECT_NEAR(mass.far_mass(l, h), far[static_cast<std::size_t>(l * c.num_heads + h)] / queries, 2e-5)
+          << "layer " << l << " head " << h;
     }
   }
+  const std::vector<double> per_kv_head = mass.kv_head_far_mass(c.num_kv_heads);
+  ASSERT_EQ(per_kv_head.size(), static_cast<std::size_t>(c.num_layers * c.num_kv_heads));
+  EXPECT_NEAR(per_kv_head[1], (mass.far_mass(0, 2) + mass.far_mass(0, 3)) / 2, 1e-12);
+  EXPECT_GT(per_kv_head[1], 0.0);
   const std::string csv = temp_path("mass.csv");
   const std::string table = mass.report(csv);
-  EXPECT_NE(table.find("pos0/avg"), std::string::npos);
+  EXPECT_NE(table.find("pos0/avg    far>=3"), std::string::npos) << table;
   const std::string text = slurp(csv);
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1 + c.num_layers * c.num_heads);
+  EXPECT_NE(text.find(",far_distance,far_mass\n"), std::string::npos);
   std::remove(csv.c_str());
 }
+
+INSTANTIATE_TEST_SUITE_P(Chunks, AttentionMassChunks, ::testing::Values(1, 3, 64),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return "chunk" + std::to_string(info.param);
+                         });
+
+// Scoring in chunks (every policy that allows it) gives the NLLs of scoring
+// token by token, within float rounding; recompute's chunked passes too.
+class ChunkedStreamNll : public ::testing::TestWithParam<PolicySpec> {};
+
+TEST_P(ChunkedStreamNll, EqualsTokenAtATime) {
+  const PolicySpec& spec = GetParam();
+  const toy::ModelWeights weights = toy::random_weights(toy_test::small_config(4, 2, 8), 23);
+  const std::vector<std::int32_t> tokens = toy_test::random_tokens(70, weights.config.vocab_size, 8);
+  const std::vector<double> single = toy::stream_nll(weights, spec, tokens);
+  for (int chunk : {4, 16, 256}) {
+    const std::vector<double> chunked =
+        spec.policy == Policy::kRecompute ? toy::recompute_nll(weights, spec.window, tokens, 0, SIZE_MAX, 2, {}, chunk)
+                                          : toy::stream_nll(weights, spec, tokens, SIZE_MAX, {}, nullptr, 0, 0, chunk);
+    ASSERT_EQ(chunked.size(), single.size());
+    for (std::size_t i = 0; i < single.size(); ++i) {
+      EXPECT_NEAR(chunked[i], single[i], 2e-5)
+          << toy::policy_name(spec.policy) << " chunk " << chunk << " position " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, ChunkedStreamNll,
+                         ::testing::Values(PolicySpec{Policy::kDense, 0, 70}, PolicySpec{Policy::kWindow, 0, 6},
+                                           PolicySpec{Policy::kSink, 2, 4}, PolicySpec{Policy::kRecompute, 0, 6},
+                                           PolicySpec{Policy::kSinkStream, 2, 4}),
+                         [](const ::testing::TestParamInfo<PolicySpec>& info) {
+                           std::string name = toy::policy_name(info.param.policy);
+                           for (char& c : name) c = c == '-' ? '_' : c;
+                           return name;
+                         });
 
 TEST(AttentionMass, RecomputeRecordsOnlyTheNewestTokenOfEachPass) {
   // While the stream is shorter than L, recompute attends exactly like dense.

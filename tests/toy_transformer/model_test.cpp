@@ -43,9 +43,9 @@ TEST_P(FitsInCache, CachedForwardEqualsFromScratchDenseAtEveryStep) {
   const int steps = 40;
   const std::vector<std::int32_t> tokens = toy_test::random_tokens(steps, config.vocab_size, 3);
   // Caches that never fill: sinks + window > steps.
-  for (const PolicySpec spec : {PolicySpec{Policy::kDense, 0, steps}, PolicySpec{Policy::kSink, 4, 60},
-                                PolicySpec{Policy::kWindow, 0, 41}, PolicySpec{Policy::kSinkStream, 4, 60},
-                                PolicySpec{Policy::kWindowStream, 0, 41}}) {
+  for (const PolicySpec& spec :
+       {PolicySpec{Policy::kDense, 0, steps}, PolicySpec{Policy::kSink, 4, 60}, PolicySpec{Policy::kWindow, 0, 41},
+        PolicySpec{Policy::kSinkStream, 4, 60}, PolicySpec{Policy::kWindowStream, 0, 41}}) {
     toy::Decoder decoder(weights, spec);
     ReferenceModel reference(weights);
     const PolicySpec dense{Policy::kDense, 0, steps};

@@ -31,6 +31,7 @@ struct Attended {
 
 /// What `policy` attends to for the query at stream index t, spelled out
 /// directly from the policy's definition (StreamingLLM, sections 3-4).
+/// @pre spec is not mixed (see head_spec)
 inline Attended attended(const toy::PolicySpec& spec, int t) {
   Attended a;
   const int sinks = spec.num_sinks, window = spec.window;
@@ -47,6 +48,14 @@ inline Attended attended(const toy::PolicySpec& spec, int t) {
   }
   a.query_position = a.positions.back();
   return a;
+}
+
+/// The uniform policy one KV head follows: a mixed policy's head keeps its
+/// own sinks + window at cache-relative positions, as the sink policy does.
+inline toy::PolicySpec head_spec(const toy::PolicySpec& spec, int layer, int kv_head, int num_kv_heads) {
+  if (spec.policy != toy::Policy::kMixed) return spec;
+  const sinkkv::RetentionPolicy p = spec.head(layer, kv_head, num_kv_heads);
+  return toy::PolicySpec{toy::Policy::kSink, p.num_sinks, p.window};
 }
 
 /// A dense, double-precision forward pass of one sequence.
@@ -66,7 +75,6 @@ class ReferenceModel {
     const toy::ModelConfig& c = w_.config;
     const int d = c.dim, hd = c.head_dim(), kv_dim = c.kv_dim(), group = c.num_heads / c.num_kv_heads;
     const int t = tokens_++;
-    const Attended a = attended(spec, t);
     std::vector<double> x(w_.token_embedding.begin() + token * d, w_.token_embedding.begin() + (token + 1) * d);
     if (weights != nullptr) weights->assign(static_cast<std::size_t>(c.num_layers), {});
     for (int l = 0; l < c.num_layers; ++l) {
@@ -79,6 +87,7 @@ class ReferenceModel {
       std::vector<double> att(static_cast<std::size_t>(d), 0.0);
       for (int h = 0; h < c.num_heads; ++h) {
         const int kvh = h / group;
+        const Attended a = attended(head_spec(spec, l, kvh, c.num_kv_heads), t);
         const std::vector<double> qh = rotate(&q[static_cast<std::size_t>(h * hd)], hd, a.query_position);
         std::vector<double> scores;
         for (std::size_t i = 0; i < a.tokens.size(); ++i) {

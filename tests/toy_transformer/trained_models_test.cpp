@@ -81,7 +81,7 @@ TEST_P(TrainedModel, ReproducesPyTorchGoldenLogitsThroughTheSinkCache) {
   const toy::ModelWeights weights = toy::load_checkpoint(model_path(GetParam(), "model.bin"));
   const Golden golden = load_golden(GetParam());
   ASSERT_EQ(golden.vocab, weights.config.vocab_size);
-  for (const PolicySpec spec : {PolicySpec{Policy::kDense, 0, 64}, PolicySpec{Policy::kSink, 4, 60}}) {
+  for (const PolicySpec& spec : {PolicySpec{Policy::kDense, 0, 64}, PolicySpec{Policy::kSink, 4, 60}}) {
     toy::Decoder decoder(weights, spec);
     double worst = 0;
     for (std::size_t t = 0; t < golden.tokens.size(); ++t) {
@@ -93,6 +93,38 @@ TEST_P(TrainedModel, ReproducesPyTorchGoldenLogitsThroughTheSinkCache) {
     }
     std::printf("[ golden   ] %s, %s: max |C++ - PyTorch| logit difference %.3g over %zu positions\n",
                 GetParam().c_str(), toy::policy_name(spec.policy), worst, golden.tokens.size());
+    EXPECT_LT(worst, 1e-4) << toy::policy_name(spec.policy);
+  }
+}
+
+// The 64 golden tokens fed as one chunk (one forward_chunk, every logit):
+// the same PyTorch logits within the same 1e-4, and the token-at-a-time
+// logits within chunk_test's tolerance (1e-5 + 1e-5 |logit|).
+TEST_P(TrainedModel, ReproducesPyTorchGoldenLogitsFedAsOneChunk) {
+  const toy::ModelWeights weights = toy::load_checkpoint(model_path(GetParam(), "model.bin"));
+  const Golden golden = load_golden(GetParam());
+  const int vocab = golden.vocab;
+  const int count = static_cast<int>(golden.tokens.size());
+  for (const PolicySpec& spec : {PolicySpec{Policy::kDense, 0, 64}, PolicySpec{Policy::kSink, 4, 60}}) {
+    toy::Decoder chunked(weights, spec, count);
+    const float* rows = chunked.step_chunk(golden.tokens.data(), count);
+    toy::Decoder single(weights, spec);
+    double worst = 0, worst_vs_single = 0;
+    for (int t = 0; t < count; ++t) {
+      const float* expected = single.step(golden.tokens[static_cast<std::size_t>(t)]);
+      for (int v = 0; v < vocab; ++v) {
+        const double got = rows[static_cast<std::ptrdiff_t>(t) * vocab + v];
+        const double want =
+            golden.logits[static_cast<std::size_t>(t) * static_cast<std::size_t>(vocab) + static_cast<std::size_t>(v)];
+        worst = std::max(worst, std::abs(got - want));
+        const double diff = std::abs(got - static_cast<double>(expected[v]));
+        worst_vs_single = std::max(worst_vs_single, diff);
+        ASSERT_LE(diff, 1e-5 + 1e-5 * std::abs(static_cast<double>(expected[v])))
+            << toy::policy_name(spec.policy) << " position " << t << " logit " << v;
+      }
+    }
+    std::printf("[ golden   ] %s, %s, one chunk of %d: max |C++ - PyTorch| %.3g, max |chunk - token at a time| %.3g\n",
+                GetParam().c_str(), toy::policy_name(spec.policy), count, worst, worst_vs_single);
     EXPECT_LT(worst, 1e-4) << toy::policy_name(spec.policy);
   }
 }

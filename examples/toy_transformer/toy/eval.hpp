@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iomanip>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -40,20 +41,42 @@ using ProgressFn = std::function<void(std::size_t, std::size_t, int, int)>;
 /// Per-token NLL of `tokens` under a policy: element i is -log p(tokens[i+1]
 /// | tokens[0..i]). At most `limit` predictions (the first ones). `probe`,
 /// if given, sees the attention of query stream positions [probe_begin,
-/// probe_end).
+/// probe_end). With `chunk` > 1, policies that allow it (all but recompute)
+/// score up to `chunk` tokens per forward pass (Decoder::step_chunk); chunks
+/// are cut at probe_begin and probe_end. The NLLs equal chunk 1's up to float
+/// rounding (tests: within 2e-5 nats on the committed models).
 inline std::vector<double> stream_nll(const ModelWeights& weights, const PolicySpec& spec,
                                       const std::vector<std::int32_t>& tokens, std::size_t limit = SIZE_MAX,
                                       const ProgressFn& progress = {}, AttentionProbe* probe = nullptr,
-                                      std::size_t probe_begin = 0, std::size_t probe_end = 0) {
-  Decoder decoder(weights, spec);
+                                      std::size_t probe_begin = 0, std::size_t probe_end = 0, int chunk = 1) {
   const std::size_t total = tokens.size() < 2 ? 0 : std::min(tokens.size() - 1, limit);
+  if (spec.policy == Policy::kRecompute) chunk = 1;  // each prediction is its own pass (recompute_nll)
+  chunk = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(static_cast<std::size_t>(chunk), total)));
+  Decoder decoder(weights, spec, chunk);
   std::vector<double> nll(total);
-  for (std::size_t i = 0; i < total; ++i) {
-    decoder.state().set_probe(probe != nullptr && i >= probe_begin && i < probe_end ? probe : nullptr);
-    const float* logits = decoder.step(tokens[i]);
-    nll[i] = negative_log_likelihood(logits, weights.config.vocab_size, tokens[i + 1]);
-    if (progress && (i % 64 == 63 || i + 1 == total)) {
-      progress(i + 1, total, decoder.cache_size(), decoder.cache_capacity());
+  const int vocab = weights.config.vocab_size;
+  std::size_t reported = 0;
+  for (std::size_t i = 0; i < total;) {
+    const bool probed = probe != nullptr && i >= probe_begin && i < probe_end;
+    decoder.state().set_probe(probed ? probe : nullptr);
+    std::size_t count = 1;
+    const float* logits = nullptr;
+    if (chunk == 1) {
+      logits = decoder.step(tokens[i]);
+    } else {
+      std::size_t end = std::min(total, i + static_cast<std::size_t>(chunk));
+      if (probe != nullptr && i < probe_begin) end = std::min(end, probe_begin);  // a chunk is probed whole or not
+      if (probe != nullptr && i < probe_end) end = std::min(end, probe_end);
+      count = end - i;
+      logits = decoder.step_chunk(tokens.data() + i, static_cast<int>(count));
+    }
+    for (std::size_t j = 0; j < count; ++j) {
+      nll[i + j] = negative_log_likelihood(logits + j * static_cast<std::size_t>(vocab), vocab, tokens[i + j + 1]);
+    }
+    i += count;
+    if (progress && (i / 64 > reported / 64 || i == total)) {
+      reported = i;
+      progress(i, total, decoder.cache_size(), decoder.cache_capacity());
     }
   }
   return nll;
@@ -67,11 +90,13 @@ inline std::vector<double> stream_nll(const ModelWeights& weights, const PolicyS
 /// stream costs no more than one at its start. Each thread owns a model and
 /// a cache and takes blocks of predictions from a shared counter; the
 /// arithmetic per token is the same as the sequential Decoder's, so the
-/// result is identical for any thread count. `progress` is called from the
-/// calling thread only.
+/// result is identical for any thread count. With `chunk` > 1 each pass runs
+/// its tokens in chunks of up to `chunk` (one chunked prefill of the window
+/// when chunk >= window), equal to chunk 1 up to float rounding. `progress`
+/// is called from the calling thread only.
 inline std::vector<double> recompute_nll(const ModelWeights& weights, int window,
                                          const std::vector<std::int32_t>& tokens, std::size_t begin, std::size_t end,
-                                         int threads, const ProgressFn& progress = {}) {
+                                         int threads, const ProgressFn& progress = {}, int chunk = 1) {
   TOY_CHECK(threads >= 1, "threads " << threads << " must be >= 1");
   TOY_CHECK(window >= 1, "recompute: window " << window << " must be >= 1");
   end = std::min(end, tokens.size() < 2 ? 0 : tokens.size() - 1);
@@ -83,7 +108,7 @@ inline std::vector<double> recompute_nll(const ModelWeights& weights, int window
   std::mutex failure_mutex;
   const PolicySpec spec{Policy::kRecompute, 0, window};
   std::vector<std::unique_ptr<Decoder>> decoders;  // one per thread
-  for (int t = 0; t < threads; ++t) decoders.push_back(std::make_unique<Decoder>(weights, spec));
+  for (int t = 0; t < threads; ++t) decoders.push_back(std::make_unique<Decoder>(weights, spec, chunk));
   std::atomic<std::size_t> next{0};  // predictions handed out in small blocks: balances short and long contexts
   constexpr std::size_t kBlock = 8;
   const auto work = [&](int t) {
@@ -356,16 +381,27 @@ inline void write_svg_plot(const std::string& path, const std::vector<PolicyRun>
 /// The attention-mass report: for the recorded queries, the mean softmax
 /// weight each layer/head puts on cache positions 0..3, against the mean
 /// weight of a cache position (1 / tokens attended). A head with attention
-/// sinks puts far more than the average on position 0.
+/// sinks puts far more than the average on position 0. Also how far each
+/// head looks: its mean weight on tokens at least `far_distance` cache
+/// positions behind the query, the first `num_sinks` positions (the watched
+/// policy's sinks) left out; the per-head windows of a mixed policy can be
+/// chosen from it (kv_head_far_mass, head_policy.hpp). Needs a uniform
+/// policy (every kernel call holds all query heads of the layer).
 class AttentionMass final : public AttentionProbe {
  public:
   static constexpr int kPositions = 4;
 
-  AttentionMass(int num_layers, int num_heads)
+  AttentionMass(int num_layers, int num_heads, int num_sinks = 0, int far_distance = 32)
       : num_heads_(num_heads),
+        num_sinks_(num_sinks),
+        far_distance_(far_distance),
         mass_(static_cast<std::size_t>(num_layers) * static_cast<std::size_t>(num_heads) * kPositions, 0.0),
+        far_(static_cast<std::size_t>(num_layers) * static_cast<std::size_t>(num_heads), 0.0),
         uniform_(static_cast<std::size_t>(num_layers), 0.0),
-        queries_(static_cast<std::size_t>(num_layers), 0) {}
+        queries_(static_cast<std::size_t>(num_layers), 0) {
+    TOY_CHECK(num_sinks >= 0 && far_distance >= 1,
+              "attention mass: sinks " << num_sinks << " and far distance " << far_distance);
+  }
 
   /// Softmax weights recomputed in double from the kernel's arguments (the
   /// same scores the kernel sees). O(heads * tokens * head_dim); no allocation.
@@ -377,8 +413,13 @@ class AttentionMass final : public AttentionProbe {
       for_each_score(args, q, kv, [&](int, double s) { max_score = std::max(max_score, s); });
       double sum = 0;
       for_each_score(args, q, kv, [&](int, double s) { sum += std::exp(s - max_score); });
+      const int query_position = args.num_tokens() - 1;
+      double& far =
+          far_[static_cast<std::size_t>(layer) * static_cast<std::size_t>(num_heads_) + static_cast<std::size_t>(q)];
       for_each_score(args, q, kv, [&](int position, double s) {
-        if (position < kPositions) mass_[index(layer, q, position)] += std::exp(s - max_score) / sum;
+        const double weight = std::exp(s - max_score) / sum;
+        if (position < kPositions) mass_[index(layer, q, position)] += weight;
+        if (position >= num_sinks_ && query_position - position >= far_distance_) far += weight;
       });
     }
     uniform_[static_cast<std::size_t>(layer)] += 1.0 / n;
@@ -390,6 +431,30 @@ class AttentionMass final : public AttentionProbe {
   double mass(int layer, int head, int position) const {
     const std::size_t count = queries(layer);
     return count == 0 ? 0.0 : mass_[index(layer, head, position)] / static_cast<double>(count);
+  }
+  /// Mean weight on non-sink tokens at least far_distance() behind the query.
+  double far_mass(int layer, int head) const {
+    const std::size_t count = queries(layer);
+    return count == 0 ? 0.0
+                      : far_[static_cast<std::size_t>(layer) * static_cast<std::size_t>(num_heads_) +
+                             static_cast<std::size_t>(head)] /
+                            static_cast<double>(count);
+  }
+  int far_distance() const { return far_distance_; }
+  /// far_mass per KV head, the mean over its query heads: [num_layers *
+  /// num_kv_heads], layer-major (what choose_head_policies ranks).
+  std::vector<double> kv_head_far_mass(int num_kv_heads) const {
+    TOY_CHECK(num_kv_heads >= 1 && num_heads_ % num_kv_heads == 0,
+              num_kv_heads << " KV heads do not divide " << num_heads_ << " heads");
+    const int group = num_heads_ / num_kv_heads;
+    const int num_layers = static_cast<int>(queries_.size());
+    std::vector<double> scores(static_cast<std::size_t>(num_layers) * static_cast<std::size_t>(num_kv_heads), 0.0);
+    for (int l = 0; l < num_layers; ++l) {
+      for (int h = 0; h < num_heads_; ++h) {
+        scores[static_cast<std::size_t>(l * num_kv_heads + h / group)] += far_mass(l, h) / group;
+      }
+    }
+    return scores;
   }
   /// Mean weight of one cache position: mean over queries of 1 / tokens.
   double average_position(int layer) const {
@@ -403,10 +468,14 @@ class AttentionMass final : public AttentionProbe {
     if (!csv_path.empty()) {
       csv.open(csv_path);
       TOY_CHECK(csv, "cannot create '" << csv_path << "'");
-      csv << "layer,head,queries,pos0,pos1,pos2,pos3,pos0_3,average_position,pos0_over_average\n";
+      csv << "layer,head,queries,pos0,pos1,pos2,pos3,pos0_3,average_position,pos0_over_average,far_distance,"
+             "far_mass\n";
     }
     std::ostringstream text;
-    text << "layer head    pos 0    pos 1    pos 2    pos 3   pos 0-3  average  pos0/avg\n";
+    char far_heading[32];
+    std::snprintf(far_heading, sizeof far_heading, "far>=%d", far_distance_);
+    text << "layer head    pos 0    pos 1    pos 2    pos 3   pos 0-3  average  pos0/avg " << std::setw(9)
+         << far_heading << "\n";
     char line[256];
     const int num_layers = static_cast<int>(queries_.size());
     for (int l = 0; l < num_layers; ++l) {
@@ -414,13 +483,14 @@ class AttentionMass final : public AttentionProbe {
         double total = 0;
         for (int p = 0; p < kPositions; ++p) total += mass(l, h, p);
         const double avg = average_position(l);
-        std::snprintf(line, sizeof line, "%5d %4d %8.4f %8.4f %8.4f %8.4f %9.4f %8.4f %9.1f\n", l, h, mass(l, h, 0),
-                      mass(l, h, 1), mass(l, h, 2), mass(l, h, 3), total, avg, avg > 0 ? mass(l, h, 0) / avg : 0.0);
+        std::snprintf(line, sizeof line, "%5d %4d %8.4f %8.4f %8.4f %8.4f %9.4f %8.4f %9.1f %9.4f\n", l, h,
+                      mass(l, h, 0), mass(l, h, 1), mass(l, h, 2), mass(l, h, 3), total, avg,
+                      avg > 0 ? mass(l, h, 0) / avg : 0.0, far_mass(l, h));
         text << line;
         if (csv.is_open()) {
-          std::snprintf(line, sizeof line, "%d,%d,%zu,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n", l, h, queries(l),
+          std::snprintf(line, sizeof line, "%d,%d,%zu,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%d,%.6g\n", l, h, queries(l),
                         mass(l, h, 0), mass(l, h, 1), mass(l, h, 2), mass(l, h, 3), total, avg,
-                        avg > 0 ? mass(l, h, 0) / avg : 0.0);
+                        avg > 0 ? mass(l, h, 0) / avg : 0.0, far_distance_, far_mass(l, h));
           csv << line;
         }
       }
@@ -454,7 +524,10 @@ class AttentionMass final : public AttentionProbe {
   }
 
   int num_heads_;
+  int num_sinks_;
+  int far_distance_;
   std::vector<double> mass_;             // [num_layers, num_heads, 4] summed weights
+  std::vector<double> far_;              // [num_layers, num_heads] summed weights at distance >= far_distance_
   std::vector<double> uniform_;          // [num_layers] summed 1 / tokens
   std::vector<std::size_t> queries_;     // [num_layers] queries recorded
 };

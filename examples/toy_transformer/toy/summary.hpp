@@ -13,6 +13,7 @@
 #include "cli.hpp"
 #include "error.hpp"
 #include "eval.hpp"
+#include "head_policy.hpp"
 #include "model.hpp"
 
 namespace toy {
@@ -65,6 +66,7 @@ inline std::string cache_description(const PolicySpec& spec) {
       return window + ", stream pos.";
     case Policy::kSinkStream:
       return with_sinks + ", stream pos.";
+    case Policy::kMixed: return head_policy_summary(spec.head_policies);
   }
   return "?";
 }
@@ -198,6 +200,27 @@ inline std::vector<std::string> range_reading(const std::vector<PolicyRun>& runs
                     "Window attention (no sinks) scores %.2f on positions %s, %.1f%% better than sink's %.2f.", w,
                     shared->label().c_str(), -change, s);
     }
+    lines.push_back(line);
+  }
+
+  const PolicyRun* mixed = find(Policy::kMixed);
+  const PositionRange* mixed_range = mixed != nullptr ? shared_range(*mixed, *sink, false) : nullptr;
+  if (mixed_range != nullptr) {
+    const double m = range_perplexity(*mixed, *mixed_range), s = range_perplexity(*sink, *mixed_range);
+    const double mixed_slots = static_cast<double>(total_slots(mixed->spec.head_policies));
+    const double sink_slots = static_cast<double>(sink->spec.capacity()) * mixed->spec.head_policies.size();
+    char memory[96];
+    if (mixed_slots == sink_slots) {
+      std::snprintf(memory, sizeof memory, "in the same memory");
+    } else {
+      std::snprintf(memory, sizeof memory, "with %.0f%% %s memory", 100.0 * std::abs(mixed_slots / sink_slots - 1.0),
+                    mixed_slots > sink_slots ? "more" : "less");
+    }
+    std::snprintf(line, sizeof line,
+                  "The mixed policy (%s per KV head) scores %.2f on positions %s against the uniform sink "
+                  "cache's %.2f (%s on every head), %s: %s.",
+                  head_policy_summary(mixed->spec.head_policies).c_str(), m, mixed_range->label().c_str(), s,
+                  cache_description(sink->spec).c_str(), memory, m < s ? "better" : (m > s ? "worse" : "the same"));
     lines.push_back(line);
   }
 

@@ -15,6 +15,11 @@
 // expected and found), and a cache given to restore_snapshot() is then left
 // exactly as it was.
 //
+// Cost: saving reads each stored row once (CRC-32C) and copies it only into
+// the destination; restoring allocates the new cache (as its constructor
+// does) plus the header's size, and reads each row once into place. Thread
+// safety: as for any use of a cache, one thread at a time per cache.
+//
 // Not included by sinkkv.hpp: it brings file I/O (and, on POSIX systems,
 // <unistd.h>). The file functions exist where POSIX does (Linux, macOS, the
 // BSDs); the byte and stream forms everywhere.
@@ -707,10 +712,11 @@ SinkKVCache<T> load_snapshot(std::istream& in, const SnapshotReadOptions& option
                                   options.max_memory_bytes, false);
 }
 
-/// Restores the snapshot in [data, data + size) into `target`, which must
-/// have the snapshot's configuration (or options.expected_config, when
-/// set). On any error `target` is left exactly as it was: the new state is
-/// built in full first, then moved in (so, for a moment, both exist).
+/// Restores the snapshot in [data, data + size) into `target`, whose
+/// configuration the snapshot must have (options.expected_config instead,
+/// when set; any, when `target` is moved-from). On any error `target` is
+/// left exactly as it was: the new state is built in full first, then moved
+/// in (so, for a moment, both exist).
 template <class T>
 void restore_snapshot(SinkKVCache<T>& target, const void* data, std::size_t size,
                       const SnapshotReadOptions& options = {}) {

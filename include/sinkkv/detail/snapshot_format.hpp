@@ -460,9 +460,13 @@ inline std::uint64_t cache_memory_bound(const CacheConfig& config, std::size_t e
     const std::uint64_t pairs = static_cast<std::uint64_t>(config.rotary_dim() / 2);
     const std::uint64_t rotations = saturating_multiply(chunk, saturating_add(groups, 1));
     bytes = saturating_add(bytes, saturating_multiply(rotations, saturating_add(2 * 8 * pairs, 64)));
+    bytes = saturating_add(bytes, 8 * pairs);  // the inverse frequencies
   }
-  // policy groups, positions, segments: a few words per head and group
-  bytes = saturating_add(bytes, saturating_multiply(heads + groups, 64));
+  if (config.encoding.kind == PositionEncoding::Kind::kAlibi) {  // slopes, in double and in compute type
+    bytes = saturating_add(bytes, static_cast<std::uint64_t>(config.query_heads()) * (8 + compute_bytes));
+  }
+  // per-query offsets; policy groups, positions, segments: a few words per head and group
+  bytes = saturating_add(bytes, saturating_add(chunk * 16, saturating_multiply(heads + groups, 64)));
   return bytes;
 }
 

@@ -8,6 +8,7 @@
 #include <sinkkv/snapshot.hpp>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -25,6 +26,7 @@
 
 #include <sinkkv/sinkkv.hpp>
 
+#include "fuzz/snapshot_seeds.hpp"
 #include "support/streams.hpp"
 
 namespace sinkkv::testing {
@@ -612,6 +614,26 @@ TEST(SnapshotFormat, InfoReportsTheStateWithoutThePayload) {
   EXPECT_EQ(info.step_length, 3);
   EXPECT_TRUE(info.explicit_steps);
   EXPECT_EQ(info.payload_bytes, layout.payload_bytes);
+}
+
+// The snapshot fuzz target's seeds are committed version-1 snapshots: this
+// build must write exactly those bytes (and read them, by the fuzz replay).
+TEST(SnapshotFormat, CommittedSeedsAreExactlyWhatThisBuildWrites) {
+  const std::string folder = std::string(SINKKV_TESTS_DIR) + "/fuzz/corpus/snapshot/";
+  const bool write = std::getenv("SINKKV_WRITE_SNAPSHOT_SEEDS") != nullptr;
+  const std::vector<SnapshotSeed> seeds = snapshot_seeds();
+  EXPECT_GE(seeds.size(), 10u);
+  for (const SnapshotSeed& seed : seeds) {
+    const std::string path = folder + seed.name + ".bin";
+    if (write) {
+      std::ofstream(path, std::ios::binary)
+          .write(reinterpret_cast<const char*>(seed.bytes.data()), static_cast<std::streamsize>(seed.bytes.size()));
+    }
+    std::ifstream in(path, std::ios::binary);
+    ASSERT_TRUE(in) << path << " is missing (SINKKV_WRITE_SNAPSHOT_SEEDS=1 writes the seeds)";
+    const std::vector<std::uint8_t> committed{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    EXPECT_EQ(committed, seed.bytes) << path << ": the bytes of format version 1 changed";
+  }
 }
 
 // ---- what a restored cache remembers ----------------------------------------------------

@@ -510,14 +510,9 @@ SinkKVCache<T> read_snapshot(Source& source, const CacheConfig* expected_config,
 
   SinkKVCache<T> cache(header.config);
   auto& state = *SnapshotAccess::state(cache);
-  if (header.tokens_seen > 0) {
-    // Positions as before the last step, then the step itself: this also
-    // recomputes its RoPE rotations, so that it can still be attended.
-    const std::uint64_t before = header.tokens_seen - static_cast<std::uint64_t>(header.step_length);
-    state.sequence.restore(before, 0, false);
-    state.sequence.advance(header.step_length);
-    state.sequence.protocol().restore(header.tokens_seen, header.step_length, header.explicit_steps);
-  }
+  // Positions, protocol, and the last step's RoPE rotations (so that it can
+  // still be attended), as the saved cache had them.
+  state.sequence.restore(header.tokens_seen, header.step_length, header.explicit_steps);
   Crc32c checksum;
   const std::uint64_t payload_start = source.offset();
   const bool little_endian = host_is_little_endian();

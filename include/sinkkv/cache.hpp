@@ -24,6 +24,10 @@
 
 namespace sinkkv {
 
+namespace detail {
+struct SnapshotAccess;  // snapshot.hpp: saves and rebuilds a cache's state
+}  // namespace detail
+
 /// KV cache of one sequence, all layers: the first num_sinks tokens of the
 /// stream (the attention sinks, never evicted) plus a rolling window of the
 /// most recent `window` tokens, with positions re-assigned inside the cache
@@ -288,6 +292,8 @@ class SinkKVCache {
   }
 
  private:
+  friend struct detail::SnapshotAccess;
+
   /// Everything a live cache owns; a moved-from cache owns none of it.
   struct State {
     explicit State(std::shared_ptr<const detail::CacheModel<compute_type>> shared)

@@ -300,9 +300,14 @@ class Sequence {
     }
   }
 
-  /// Restores positions and protocol to a step boundary (snapshots).
+  /// Restores the state at a step boundary (snapshots): positions after
+  /// `tokens_seen` tokens, the protocol with every layer done, and the last
+  /// step's RoPE rotations, so that the step can still be attended.
+  /// @pre step_length <= tokens_seen, step_length <= max_chunk, and
+  /// step_length == 0 only when tokens_seen == 0
   void restore(std::uint64_t tokens_seen, int step_length, bool explicit_steps) {
-    for (CachePositions& p : positions_) p.seek(tokens_seen);
+    for (CachePositions& p : positions_) p.seek(tokens_seen - static_cast<std::uint64_t>(step_length));
+    if (step_length > 0) advance(step_length);  // the last step again: positions and rotations
     protocol_.restore(tokens_seen, step_length, explicit_steps);
   }
 

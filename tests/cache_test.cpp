@@ -579,5 +579,26 @@ TEST(SinkKVCache, LogSumExpOfAFinishedStepIsNotServedOnceTheNextBegins) {
   EXPECT_THROW((void)cache.log_sum_exp(0, 0), Error);
 }
 
+// A kernel that records which query heads each call covers.
+struct HeadRangeProbe {
+  std::vector<std::pair<int, int>>* calls;
+  void operator()(const AttentionArgs<float>& args, const AttentionOutput<float>& out) const {
+    calls->emplace_back(args.first_query_head, args.num_query_heads);
+    ReferenceKernel{}(args, out);
+  }
+};
+
+TEST(SinkKVCache, KernelCallsOfHeadsWithTheirOwnPoliciesNameTheirFirstQueryHead) {
+  CacheConfig config = small_config(1);  // 2 KV heads, 4 query heads
+  config.set_head_policy(0, 1, {0, 3});
+  SinkKVCache<float> cache(config);
+  append_token(cache, 0);
+  std::vector<std::pair<int, int>> calls;
+  const std::vector<float> q(32, 0.1f);
+  std::vector<float> out(32);
+  cache.attend(0, heads_view(q.data(), 4, 8), output_view(out.data(), 4, 8), HeadRangeProbe{&calls});
+  EXPECT_EQ(calls, (std::vector<std::pair<int, int>>{{0, 2}, {2, 2}}));
+}
+
 }  // namespace
 }  // namespace sinkkv

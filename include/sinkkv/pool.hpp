@@ -595,6 +595,7 @@ class SequencePool {
         part.query_distance = static_cast<int>(chunk.distance(segment, i, first));
       }
       AttentionArgs<T> args;
+      args.first_query_head = chunk.first_query_head;
       args.num_query_heads = chunk.num_query_heads;
       args.num_kv_heads = chunk.num_kv_heads;
       args.head_dim = chunk.head_dim;

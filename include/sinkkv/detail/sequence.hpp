@@ -475,6 +475,7 @@ AttentionArgs<T> single_query_args(Sequence<T>& sequence, const Store& store, co
                        });
   }
   AttentionArgs<T> args;
+  args.first_query_head = run.first_kv_head * model.config.group_size();
   args.num_query_heads = run.num_kv_heads * model.config.group_size();
   args.num_kv_heads = run.num_kv_heads;
   args.head_dim = model.config.head_dim;
@@ -534,6 +535,7 @@ ChunkArgs<T> chunk_args(Sequence<T>& sequence, const Store& store, const PolicyG
   }
   ChunkArgs<T> args;
   args.num_queries = n;
+  args.first_query_head = run.first_kv_head * model.config.group_size();
   args.num_query_heads = run.num_kv_heads * model.config.group_size();
   args.num_kv_heads = run.num_kv_heads;
   args.head_dim = model.config.head_dim;
@@ -658,6 +660,7 @@ void attend_rows(Sequence<T>& sequence, const Store& store, int layer, const Tok
           part.query_distance = static_cast<int>(chunk.distance(segment, i, first));
         }
         AttentionArgs<T> args;
+        args.first_query_head = chunk.first_query_head;
         args.num_query_heads = chunk.num_query_heads;
         args.num_kv_heads = chunk.num_kv_heads;
         args.head_dim = head_dim;

@@ -268,8 +268,10 @@ struct Engine {
 
   struct Scratch {
     alignas(64) float packed[kQueryBudget];              // query rows, transposed (or bfloat16 pairs)
-    alignas(64) float scores[kMaxRows * kMaxBlock];      // [row][token]: scores, then exp-weights
-    alignas(64) float keys[kFloatKeys ? 1 : kKeyBudget];  // [token][head_dim] widened keys
+    // [row][token] (dot tiles) or [token][row] (broadcast tiles): scores, then exp-weights
+    alignas(64) float scores[kMaxRows * kMaxBlock];
+    alignas(64) float keys[kFloatKeys ? 1 : kKeyBudget];    // [token][head_dim] widened keys
+    alignas(64) float values[kFloatKeys ? 1 : kKeyBudget];  // [token][head_dim] widened values
   };
 
   /// Tokens per block: about 16 KiB of float key rows, a multiple of L.
@@ -284,23 +286,6 @@ struct Engine {
   }
   // ---- 1. the score micro-kernel ---------------------------------------------
 
-  /// Transposes the L x L tile v in registers: afterwards v[row] lane t is
-  /// what v[t] lane row was (log2(L) stages of simd::transpose_stage).
-  template <int kS = 0>
-  SINKKV_ALWAYS_INLINE static void transpose_tile(Vec* v) {
-    if constexpr (kS < log2_int(L)) {
-      constexpr int kStep = 1 << kS;
-      for (int c = 0; c < L; ++c) {
-        if ((c & kStep) != 0) continue;
-        Vec lo, hi;
-        simd::transpose_stage<kS>(v[c], v[c + kStep], lo, hi);
-        v[c] = lo;
-        v[c + kStep] = hi;
-      }
-      transpose_tile<kS + 1>(v);
-    }
-  }
-
   SINKKV_ALWAYS_INLINE static Vec multiply_add(Vec acc, Vec query, Vec key, std::false_type /*float*/) {
     return simd::fma(query, key, acc);
   }
@@ -311,16 +296,16 @@ struct Engine {
 #endif
 
   /// Scores of up to L tokens (`valid`) against the L rows of one packed
-  /// query vector set: scores[row * kMaxBlock + t] for t < L.
+  /// query vector set, stored transposed: scores[t * kMaxRows + row].
   ///
   /// The rows sit in the lanes, so a key element is one broadcast load
   /// multiplied into all L rows at once: each step (one dimension) is one
   /// packed-query load plus L broadcast FMAs into L token accumulators,
-  /// with no horizontal reduction; the L x L tile of scores is transposed
-  /// once at the end (4 stages for 16 lanes: 64 shuffles per 16 tokens x 16
-  /// rows x head_dim FMAs). With bfloat16 pairs (kPairs), a step takes 2
-  /// dimensions through VDPBF16PS (the broadcast is then a bfloat16 pair).
-  /// A partial tile repeats its last valid key and discards those scores.
+  /// with no horizontal reduction at all, and each accumulator is already a
+  /// token's scores for L rows (the softmax then runs down the tokens, lanes
+  /// being rows). With bfloat16 pairs (kPairs), a step takes 2 dimensions
+  /// through VDPBF16PS (the broadcast is then a bfloat16 pair). A partial
+  /// tile repeats its last valid key; those scores are never read.
   template <bool kPairs, bool kFull>
   SINKKV_ALWAYS_INLINE static void score_tile(const float* packed, int steps, const char* keys,
                                               std::ptrdiff_t key_stride, int valid, float* scores) {
@@ -334,8 +319,7 @@ struct Engine {
         acc[t] = multiply_add(acc[t], query, simd::broadcast_load(row[t] + 4 * k), std::integral_constant<bool, kPairs>{});
       }
     }
-    transpose_tile(acc);
-    for (int r = 0; r < L; ++r) simd::store(scores + r * kMaxBlock, acc[r]);
+    for (int t = 0; t < L; ++t) simd::store(scores + t * kMaxRows, acc[t]);
   }
 
   /// Scores of `count` tokens for one packed row vector set; also
@@ -350,13 +334,14 @@ struct Engine {
       for (int t = t0; t < min_int(t0 + L, prefetch_count); ++t) {
         simd::prefetch(prefetch_rows + t * prefetch_stride, row_bytes);
       }
-      score_tile<kPairs, true>(packed, steps, keys + t0 * key_stride, key_stride, L, scores + t0);
+      score_tile<kPairs, true>(packed, steps, keys + t0 * key_stride, key_stride, L, scores + t0 * kMaxRows);
     }
     if (t0 < count) {
       for (int t = t0; t < min_int(count, prefetch_count); ++t) {
         simd::prefetch(prefetch_rows + t * prefetch_stride, row_bytes);
       }
-      score_tile<kPairs, false>(packed, steps, keys + t0 * key_stride, key_stride, count - t0, scores + t0);
+      score_tile<kPairs, false>(packed, steps, keys + t0 * key_stride, key_stride, count - t0,
+                                scores + t0 * kMaxRows);
     }
   }
 
@@ -469,12 +454,19 @@ struct Engine {
     std::size_t row_bytes = 0;
   };
 
+  /// Weight of row h, token j in the scores buffer: [row][token] after
+  /// dot tiles, [token][row] after broadcast tiles (kTransposed).
+  template <bool kTransposed>
+  SINKKV_ALWAYS_INLINE static const float& weight(const float* weights, int h, int j) {
+    return kTransposed ? weights[j * kMaxRows + h] : weights[h * kMaxBlock + j];
+  }
+
   /// out[h][chunk] = factor[h] * out[h][chunk] + sum_j w[h][j] * value_j[chunk]
-  /// for kRows rows (weights kMaxBlock apart) and a chunk of kChunk vectors
-  /// at column d0. Prefetch row j is requested beside value row j (rows
-  /// past `count` after the loop).
-  template <int kRows, int kChunk>
-  SINKKV_ALWAYS_INLINE static void value_tile(const float* weights, const float* factor, const T* values,
+  /// for kRows rows and a chunk of kChunk vectors at column d0; values of
+  /// type V (stored, or widened to float). Prefetch row j is requested
+  /// beside value row j (rows past `count` after the loop).
+  template <int kRows, int kChunk, bool kTransposed, class V>
+  SINKKV_ALWAYS_INLINE static void value_tile(const float* weights, const float* factor, const V* values,
                                               std::ptrdiff_t token_stride, int count, float* const* out_rows, int d0,
                                               const Prefetch& ahead) {
     Vec acc[kRows * kChunk];
@@ -482,7 +474,7 @@ struct Engine {
       const Vec f = simd::broadcast(factor[h]);
       for (int c = 0; c < kChunk; ++c) acc[h * kChunk + c] = simd::mul(f, simd::load(out_rows[h] + d0 + c * L));
     }
-    const T* row = values + d0;
+    const V* row = values + d0;
     for (int j = 0; j < count; ++j, row += token_stride) {
       if (j < ahead.count) simd::prefetch(ahead.keys + j * ahead.token_stride, ahead.row_bytes);
       Vec value[kChunk];
@@ -491,7 +483,7 @@ struct Engine {
         if constexpr (kRows > 1) value[c] = simd::keep_in_register(value[c]);
       }
       for (int h = 0; h < kRows; ++h) {
-        const Vec w = simd::broadcast(weights[h * kMaxBlock + j]);
+        const Vec w = simd::broadcast(weight<kTransposed>(weights, h, j));
         for (int c = 0; c < kChunk; ++c) acc[h * kChunk + c] = simd::fma(w, value[c], acc[h * kChunk + c]);
       }
     }
@@ -503,27 +495,47 @@ struct Engine {
 
   /// Columns [v * L, head_dim) in chunks of kChunk vectors, the remainder
   /// in smaller chunks.
-  template <int kRows, int kChunk>
-  SINKKV_NOINLINE static void value_block(const float* weights, const float* factor, const T* values,
+  template <int kRows, int kChunk, bool kTransposed, class V>
+  SINKKV_NOINLINE static void value_block(const float* weights, const float* factor, const V* values,
                                           std::ptrdiff_t token_stride, int count, float* const* out_rows, int head_dim,
                                           int v, Prefetch ahead) {
     const int num_vectors = head_dim / L;
     for (; v + kChunk <= num_vectors; v += kChunk) {
-      value_tile<kRows, kChunk>(weights, factor, values, token_stride, count, out_rows, v * L, ahead);
+      value_tile<kRows, kChunk, kTransposed>(weights, factor, values, token_stride, count, out_rows, v * L, ahead);
       ahead = Prefetch{};  // once per block
     }
     if constexpr (kChunk > 1) {
       if (v < num_vectors) {
-        value_block<kRows, kChunk / 2>(weights, factor, values, token_stride, count, out_rows, head_dim, v, ahead);
+        value_block<kRows, kChunk / 2, kTransposed>(weights, factor, values, token_stride, count, out_rows, head_dim,
+                                                    v, ahead);
       }
     }
   }
 
-  template <int kRows>
-  static void value_rows(const float* weights, const float* factor, const T* values, std::ptrdiff_t token_stride,
-                         int count, float* const* out_rows, int head_dim, const Prefetch& ahead) {
-    constexpr int kChunk = simd::kAccumulators / kRows > 1 ? simd::kAccumulators / kRows : 1;
-    value_block<kRows, kChunk>(weights, factor, values, token_stride, count, out_rows, head_dim, 0, ahead);
+  /// Phase 3 for rows [r0, r0 + n), which see the same tokens [a, b) of the
+  /// block (weights from token a on): groups of up to kRows rows (at most
+  /// the accumulator count) share each value load.
+  template <int kRows, bool kTransposed, class V>
+  static void value_groups(int r0, int n, int a, int b, const float* scores, const float* factor, const V* values,
+                           std::ptrdiff_t token_stride, float* const* out_rows, int head_dim, Prefetch& ahead) {
+    if constexpr (kRows > simd::kAccumulators) {
+      value_groups<kRows / 2, kTransposed>(r0, n, a, b, scores, factor, values, token_stride, out_rows, head_dim,
+                                           ahead);
+    } else {
+      constexpr int kChunk = simd::kAccumulators / kRows > 1 ? simd::kAccumulators / kRows : 1;
+      for (; n >= kRows; r0 += kRows, n -= kRows) {
+        const float* weights = kTransposed ? scores + a * kMaxRows + r0 : scores + r0 * kMaxBlock + a;
+        value_block<kRows, kChunk, kTransposed>(weights, factor + r0, values + a * token_stride, token_stride, b - a,
+                                                out_rows + r0, head_dim, 0, ahead);
+        ahead = Prefetch{};
+      }
+      if constexpr (kRows > 1) {
+        if (n > 0) {
+          value_groups<kRows / 2, kTransposed>(r0, n, a, b, scores, factor, values, token_stride, out_rows, head_dim,
+                                               ahead);
+        }
+      }
+    }
   }
 
   // ---- the row tile ------------------------------------------------------------
@@ -583,23 +595,143 @@ struct Engine {
     int last[kMaxRows];
   };
 
-  /// Phase 3 for rows [r0, r0 + n), which see the same tokens [a, b) of the
-  /// block: groups of up to kRows (<= 16 and <= the accumulator count)
-  /// rows share each value load.
-  template <int kRows>
-  static void value_groups(int r0, int n, int a, int b, const float* scores, const float* factor, const T* values,
-                           std::ptrdiff_t token_stride, float* const* out_rows, int head_dim, Prefetch& ahead) {
-    if constexpr (kRows > simd::kAccumulators) {
-      value_groups<kRows / 2>(r0, n, a, b, scores, factor, values, token_stride, out_rows, head_dim, ahead);
-    } else {
-      for (; n >= kRows; r0 += kRows, n -= kRows) {
-        value_rows<kRows>(scores + r0 * kMaxBlock + a, factor + r0, values + a * token_stride, token_stride, b - a,
-                          out_rows + r0, head_dim, ahead);
-        ahead = Prefetch{};
+  /// Phase 2 for scores [row][token] (dot tiles): per row, ALiBi, the band
+  /// mask and the block maximum; the running maxima and rescale factors L
+  /// rows at a time; per row, the exp-weights and their sum.
+  template <bool kPairs, class P>
+  static void softmax_rows(const P& p, int s, int block, int count, int rows, const RowBands& bands, float* scores,
+                           float* running_max, float* running_sum, float* factor) {
+    alignas(64) float block_max[kMaxRows];
+    const int padded = (count + L - 1) / L * L;
+    for (int row = 0; row < kMaxRows; ++row) block_max[row] = -HUGE_VALF;
+    for (int row = 0; row < rows; ++row) {
+      const int a = bands.first[row], b = bands.last[row];
+      if (a >= b) continue;
+      float* w = scores + row * kMaxBlock;
+      if constexpr (kPairs) {  // the scale was folded into float queries when packing
+        const Vec scale = simd::broadcast(p.args.scale);
+        for (int j = 0; j < padded; j += L) simd::store(w + j, simd::mul(simd::load(w + j), scale));
       }
-      if constexpr (kRows > 1) {
-        if (n > 0) value_groups<kRows / 2>(r0, n, a, b, scores, factor, values, token_stride, out_rows, head_dim, ahead);
+      if (p.alibi()) {
+        const float slope = p.slope(row);
+        const float distance0 = static_cast<float>(p.distance0(s, row) - block);
+        for (int j = a; j < b; ++j) w[j] -= slope * (distance0 - static_cast<float>(j));
       }
+      for (int j = 0; j < a; ++j) w[j] = -HUGE_VALF;
+      for (int j = b; j < padded; ++j) w[j] = -HUGE_VALF;
+      Vec running = simd::load(w);
+      for (int j = L; j < padded; j += L) running = simd::max(running, simd::load(w + j));
+      block_max[row] = simd::reduce_max(running);
+    }
+    update_maxima(rows, block_max, running_max, factor);
+    for (int row = 0; row < rows; ++row) {
+      if (bands.first[row] >= bands.last[row]) continue;
+      float* w = scores + row * kMaxBlock;
+      const Vec shift = simd::broadcast(running_max[row]);
+      Vec sum = simd::zero();
+      for (int j = 0; j < padded; j += L) {
+        // A NaN score (NaN or infinite input) makes a NaN weight, so the
+        // output is NaN as the reference's is (simd::exp keeps it).
+        const Vec weight = simd::exp(simd::sub(simd::load(w + j), shift));
+        simd::store(w + j, weight);
+        sum = simd::add(sum, weight);
+      }
+      running_sum[row] = running_sum[row] * factor[row] + simd::reduce_add(sum);
+    }
+  }
+
+  /// Phase 2 for scores [token][row] (broadcast tiles), L rows per vector,
+  /// all vertical: ALiBi and the block maximum, rescale factors, exp-weights
+  /// and their sums down the tokens; no horizontal reduction. Rows whose
+  /// band does not cover the block get -inf outside it first.
+  template <bool kPairs, class P>
+  static void softmax_lanes(const P& p, int s, int block, int count, int rows, const RowBands& bands, float* scores,
+                            float* running_max, float* running_sum, float* factor) {
+    alignas(64) float block_max[kMaxRows], slopes[kMaxRows], distances[kMaxRows], shifts[kMaxRows];
+    for (int row = 0; row < rows; ++row) {
+      const int a = bands.first[row], b = bands.last[row];
+      if (a == 0 && b == count) continue;
+      for (int j = 0; j < a; ++j) scores[j * kMaxRows + row] = -HUGE_VALF;
+      for (int j = b; j < count; ++j) scores[j * kMaxRows + row] = -HUGE_VALF;
+    }
+    const bool alibi = p.alibi();
+    if (alibi) {
+      for (int row = 0; row < kMaxRows; ++row) {
+        slopes[row] = row < rows ? p.slope(row) : 0.0f;
+        distances[row] = row < rows ? static_cast<float>(p.distance0(s, row) - block) : 0.0f;
+      }
+    }
+    for (int r = 0; r < rows; r += L) {
+      float* column = scores + r;
+      const Vec scale = simd::broadcast(p.args.scale), slope = simd::load(slopes + r);
+      const Vec distance0 = simd::load(distances + r);
+      Vec maximum = simd::broadcast(-HUGE_VALF);
+      for (int j = 0; j < count; ++j) {
+        Vec w = simd::load(column + j * kMaxRows);
+        if constexpr (kPairs) w = simd::mul(w, scale);
+        // ALiBi on masked (-inf) scores leaves them -inf.
+        if (alibi) w = simd::sub(w, simd::mul(slope, simd::sub(distance0, simd::broadcast(static_cast<float>(j)))));
+        if (kPairs || alibi) simd::store(column + j * kMaxRows, w);
+        maximum = simd::max(w, maximum);  // a NaN score is skipped here, not below
+      }
+      simd::store(block_max + r, maximum);
+    }
+    update_maxima(rows, block_max, running_max, factor);
+    // Rows that see nothing of this block (all -inf here) shift by 0, so
+    // their weights are 0 even before they have a maximum; a row that sees
+    // only -inf scores keeps the reference's NaN (exp(-inf + inf)).
+    for (int row = 0; row < kMaxRows; ++row) {
+      shifts[row] = row < rows && bands.first[row] < bands.last[row] ? running_max[row] : 0.0f;
+    }
+    for (int r = 0; r < rows; r += L) {
+      float* column = scores + r;
+      const Vec shift = simd::load(shifts + r);
+      Vec sum = simd::zero();
+      for (int j = 0; j < count; ++j) {
+        const Vec weight = simd::exp(simd::sub(simd::load(column + j * kMaxRows), shift));
+        simd::store(column + j * kMaxRows, weight);
+        sum = simd::add(sum, weight);
+      }
+      simd::store(running_sum + r, simd::add(simd::mul(simd::load(running_sum + r), simd::load(factor + r)), sum));
+    }
+  }
+
+  /// The running maxima raised to the block maxima, L rows at a time, and
+  /// the factors that rescale what was accumulated before (1 for rows that
+  /// have seen nothing yet).
+  static void update_maxima(int rows, const float* block_max, float* running_max, float* factor) {
+    for (int r = 0; r < rows; r += L) {
+      // A NaN block maximum keeps the old maximum (max takes its second
+      // operand then; NEON's NaN instead makes every weight NaN, also NaN
+      // out): the NaN score still makes its own weight NaN.
+      const Vec old_max = simd::load(running_max + r);
+      const Vec new_max = simd::max(simd::load(block_max + r), old_max);
+      simd::store(factor + r, simd::exp(simd::sub(old_max, new_max)));
+      simd::store(running_max + r, new_max);
+    }
+    for (int row = 0; row < rows; ++row) {
+      if (running_max[row] == -HUGE_VALF) factor[row] = 1.0f;  // nothing seen yet (exp(-inf + inf))
+    }
+  }
+
+  /// Phase 3: rows that see the same tokens of this block (every row in
+  /// decode, a query's heads in a chunk, all rows away from the bands'
+  /// edges) share their value tiles; a row reads only the value rows it sees.
+  template <bool kTransposed, class V>
+  static void add_values(int rows, const RowBands& bands, const float* scores, const float* factor, const V* values,
+                         std::ptrdiff_t token_stride, float* const* out_rows, int head_dim, Prefetch ahead) {
+    for (int r0 = 0; r0 < rows;) {
+      int r1 = r0 + 1;
+      while (r1 < rows && bands.first[r1] == bands.first[r0] && bands.last[r1] == bands.last[r0]) ++r1;
+      if (bands.first[r0] < bands.last[r0]) {  // else nothing seen here: factor 1, nothing to add
+        // Float values (stored or widened): 4-row tiles need the fewest
+        // loads per FMA; stored half/bfloat16 values: bigger row groups
+        // widen each value vector for more rows.
+        constexpr int kRows = std::is_same_v<V, float> && kTransposed ? 4 : 16;
+        value_groups<kRows, kTransposed>(r0, r1 - r0, bands.first[r0], bands.last[r0], scores, factor, values,
+                                         token_stride, out_rows, head_dim, ahead);
+      }
+      r0 = r1;
     }
   }
 
@@ -613,10 +745,8 @@ struct Engine {
     const int vectors = (rows + L - 1) / L;
     const int steps = kPairs ? head_dim / 2 : head_dim;
     const int block_size = block_tokens(head_dim);
-    const float scale = p.args.scale;
-    (void)scale;  // bfloat16 pairs only
     Scratch scratch;
-    alignas(64) float running_max[kMaxRows], running_sum[kMaxRows], block_max[kMaxRows], factor[kMaxRows];
+    alignas(64) float running_max[kMaxRows], running_sum[kMaxRows], factor[kMaxRows];
     for (int row = 0; row < kMaxRows; ++row) {
       running_max[row] = -HUGE_VALF;
       running_sum[row] = 0.0f;
@@ -666,7 +796,7 @@ struct Engine {
           }
           for (int v = 0; v < vectors; ++v) {
             score_block<kPairs>(scratch.packed + v * steps * L, steps, keys, key_stride, count,
-                                scratch.scores + v * L * kMaxBlock, block_values, seg.token_stride,
+                                scratch.scores + v * L, block_values, seg.token_stride,
                                 v == 0 ? count : 0, row_bytes);
           }
         } else if constexpr (kPairs) {
@@ -677,59 +807,16 @@ struct Engine {
                              seg.token_stride, count, scratch.scores, block_values);
         }
 
-        // 2. online softmax per row: bias, band, block maximum; the new
-        // running maxima and their rescale factors L rows at a time; then
-        // the exp-weights.
-        const int padded = (count + L - 1) / L * L;
+        // 2. online softmax
         for (int row = 0; row < rows; ++row) {
-          float* w = scratch.scores + row * kMaxBlock;
-          const int a = max_int(segment_bands.first[row] - block, 0);
-          const int b = min_int(segment_bands.last[row] - block, count);
-          if (a >= b) {
-            bands.first[row] = bands.last[row] = 0;
-            block_max[row] = -HUGE_VALF;
-            continue;
-          }
-          bands.first[row] = a;
-          bands.last[row] = b;
-          if constexpr (kPairs) {  // the scale was folded into float queries when packing
-            const Vec scale_v = simd::broadcast(scale);
-            for (int j = 0; j < padded; j += L) simd::store(w + j, simd::mul(simd::load(w + j), scale_v));
-          }
-          if (p.alibi()) {
-            const float slope = p.slope(row);
-            const float distance0 = static_cast<float>(p.distance0(s, row) - block);
-            for (int j = a; j < b; ++j) w[j] -= slope * (distance0 - static_cast<float>(j));
-          }
-          for (int j = 0; j < a; ++j) w[j] = -HUGE_VALF;
-          for (int j = b; j < padded; ++j) w[j] = -HUGE_VALF;
-          Vec running = simd::load(w);
-          for (int j = L; j < padded; j += L) running = simd::max(running, simd::load(w + j));
-          block_max[row] = simd::reduce_max(running);
+          bands.first[row] = max_int(segment_bands.first[row] - block, 0);
+          bands.last[row] = min_int(segment_bands.last[row] - block, count);
+          if (bands.first[row] >= bands.last[row]) bands.first[row] = bands.last[row] = 0;
         }
-        for (int r = 0; r < rows; r += L) {
-          // A NaN block maximum keeps the old maximum (max takes its second
-          // operand then; NEON's NaN instead makes every weight NaN, also
-          // NaN out): the NaN score still makes its own weight NaN.
-          const Vec old_max = simd::load(running_max + r);
-          const Vec new_max = simd::max(simd::load(block_max + r), old_max);
-          simd::store(factor + r, simd::exp(simd::sub(old_max, new_max)));
-          simd::store(running_max + r, new_max);
-        }
-        for (int row = 0; row < rows; ++row) {
-          if (running_max[row] == -HUGE_VALF) factor[row] = 1.0f;  // nothing seen yet (exp(-inf + inf))
-          if (bands.first[row] >= bands.last[row]) continue;
-          float* w = scratch.scores + row * kMaxBlock;
-          const Vec shift = simd::broadcast(running_max[row]);
-          Vec sum = simd::zero();
-          for (int j = 0; j < padded; j += L) {
-            // A NaN score (NaN or infinite input) makes a NaN weight, so
-            // the output is NaN as the reference's is (simd::exp keeps it).
-            const Vec weight = simd::exp(simd::sub(simd::load(w + j), shift));
-            simd::store(w + j, weight);
-            sum = simd::add(sum, weight);
-          }
-          running_sum[row] = running_sum[row] * factor[row] + simd::reduce_add(sum);
+        if constexpr (kBroadcast) {
+          softmax_lanes<kPairs>(p, s, block, count, rows, bands, scratch.scores, running_max, running_sum, factor);
+        } else {
+          softmax_rows<kPairs>(p, s, block, count, rows, bands, scratch.scores, running_max, running_sum, factor);
         }
 
         // 3. weighted values (prefetching the next block's keys)
@@ -757,18 +844,19 @@ struct Engine {
           ahead.keys = next;
           if (next == nullptr) ahead.count = 0;
         }
-        // Rows that see the same tokens of this block (every row in decode,
-        // a query's heads in a chunk) share their value tiles.
-        for (int r0 = 0; r0 < rows;) {
-          int r1 = r0 + 1;
-          while (r1 < rows && bands.first[r1] == bands.first[r0] && bands.last[r1] == bands.last[r0]) ++r1;
-          if (bands.first[r0] >= bands.last[r0]) {  // nothing seen here: factor 1, nothing to add
-            r0 = r1;
-            continue;
+        // Values of type T, or widened once for all rows when many rows
+        // would otherwise widen each value vector again (broadcast tiles).
+        if constexpr (kBroadcast && !kFloatKeys) {
+          for (int t = 0; t < count; ++t) {
+            const T* from = block_values + t * seg.token_stride;
+            float* to = scratch.values + t * head_dim;
+            for (int d = 0; d < head_dim; d += L) simd::store(to + d, simd::load(from + d));
           }
-          value_groups<16>(r0, r1 - r0, bands.first[r0], bands.last[r0], scratch.scores, factor, block_values,
-                           seg.token_stride, out_rows, head_dim, ahead);
-          r0 = r1;
+          add_values<kBroadcast>(rows, bands, scratch.scores, factor, static_cast<const float*>(scratch.values),
+                                 static_cast<std::ptrdiff_t>(head_dim), out_rows, head_dim, ahead);
+        } else {
+          add_values<kBroadcast>(rows, bands, scratch.scores, factor, block_values, seg.token_stride, out_rows,
+                                 head_dim, ahead);
         }
       }
     }

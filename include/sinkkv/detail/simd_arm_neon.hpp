@@ -61,23 +61,6 @@ SINKKV_ALWAYS_INLINE Vec broadcast_load(const void* p) {
   std::memcpy(&x, p, sizeof x);
   return vdupq_n_f32(x);
 }
-/// One stage of a lane transpose at granularity 2^kS lanes: lo takes x's
-/// lanes whose bit kS is 0 and, in the lanes whose bit kS is 1, y's lanes
-/// with bit kS 0; hi takes the rest (x's bit-1 lanes, then y's). Applied
-/// over log2(kLanes) stages to kLanes vectors it transposes them (see
-/// transpose_tile in cpu_kernel_variant.inl).
-template <int kS>
-SINKKV_ALWAYS_INLINE void transpose_stage(Vec x, Vec y, Vec& lo, Vec& hi) {
-  if constexpr (kS == 0) {
-    lo = vtrn1q_f32(x, y);
-    hi = vtrn2q_f32(x, y);
-  } else {
-    static_assert(kS == 1, "two stages for 4 lanes");
-    lo = vreinterpretq_f32_f64(vzip1q_f64(vreinterpretq_f64_f32(x), vreinterpretq_f64_f32(y)));
-    hi = vreinterpretq_f32_f64(vzip2q_f64(vreinterpretq_f64_f32(x), vreinterpretq_f64_f32(y)));
-  }
-}
-
 /// exp of every lane for x <= 88.37; exactly 0 below kMin (and for -inf);
 /// NaN stays NaN.
 SINKKV_ALWAYS_INLINE Vec exp(Vec x) {

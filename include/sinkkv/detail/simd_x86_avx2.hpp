@@ -72,26 +72,6 @@ SINKKV_ALWAYS_INLINE Vec broadcast_load(const void* p) {
   std::memcpy(&x, p, sizeof x);
   return _mm256_set1_ps(x);
 }
-/// One stage of a lane transpose at granularity 2^kS lanes: lo takes x's
-/// lanes whose bit kS is 0 and, in the lanes whose bit kS is 1, y's lanes
-/// with bit kS 0; hi takes the rest (x's bit-1 lanes, then y's). Applied
-/// over log2(kLanes) stages to kLanes vectors it transposes them (see
-/// transpose_tile in cpu_kernel_variant.inl).
-template <int kS>
-SINKKV_ALWAYS_INLINE void transpose_stage(Vec x, Vec y, Vec& lo, Vec& hi) {
-  if constexpr (kS == 0) {
-    lo = _mm256_blend_ps(x, _mm256_moveldup_ps(y), 0xAA);
-    hi = _mm256_blend_ps(_mm256_movehdup_ps(x), y, 0xAA);
-  } else if constexpr (kS == 1) {
-    lo = _mm256_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0));
-    hi = _mm256_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2));
-  } else {
-    static_assert(kS == 2, "three stages for 8 lanes");
-    lo = _mm256_permute2f128_ps(x, y, 0x20);
-    hi = _mm256_permute2f128_ps(x, y, 0x31);
-  }
-}
-
 /// exp of every lane for x <= 88.37; exactly 0 below kMin (and for -inf);
 /// NaN stays NaN (the clamps keep their NaN operand).
 SINKKV_ALWAYS_INLINE Vec exp(Vec x) {

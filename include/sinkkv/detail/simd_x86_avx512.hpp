@@ -89,29 +89,6 @@ SINKKV_ALWAYS_INLINE Vec broadcast_load(const void* p) {
   std::memcpy(&x, p, sizeof x);
   return _mm512_set1_ps(x);
 }
-/// One stage of a lane transpose at granularity 2^kS lanes: lo takes x's
-/// lanes whose bit kS is 0 and, in the lanes whose bit kS is 1, y's lanes
-/// with bit kS 0; hi takes the rest (x's bit-1 lanes, then y's). Applied
-/// over log2(kLanes) stages to kLanes vectors it transposes them (see
-/// transpose_tile in cpu_kernel_variant.inl).
-template <int kS>
-SINKKV_ALWAYS_INLINE void transpose_stage(Vec x, Vec y, Vec& lo, Vec& hi) {
-  if constexpr (kS == 0) {
-    lo = _mm512_mask_moveldup_ps(x, 0xAAAA, y);
-    hi = _mm512_mask_movehdup_ps(y, 0x5555, x);
-  } else if constexpr (kS == 1) {
-    lo = _mm512_mask_shuffle_ps(x, kAllLanes, x, y, _MM_SHUFFLE(1, 0, 1, 0));
-    hi = _mm512_mask_shuffle_ps(x, kAllLanes, x, y, _MM_SHUFFLE(3, 2, 3, 2));
-  } else if constexpr (kS == 2) {
-    lo = _mm512_mask_shuffle_f32x4(x, 0xF0F0, y, y, _MM_SHUFFLE(2, 2, 0, 0));
-    hi = _mm512_mask_shuffle_f32x4(y, 0x0F0F, x, x, _MM_SHUFFLE(3, 3, 1, 1));
-  } else {
-    static_assert(kS == 3, "four stages for 16 lanes");
-    lo = _mm512_mask_shuffle_f32x4(x, kAllLanes, x, y, _MM_SHUFFLE(1, 0, 1, 0));
-    hi = _mm512_mask_shuffle_f32x4(x, kAllLanes, x, y, _MM_SHUFFLE(3, 2, 3, 2));
-  }
-}
-
 /// exp of every lane for x <= 88.37; exactly 0 far below kMin (and for
 /// -inf); NaN stays NaN (the clamps keep their NaN operand).
 SINKKV_ALWAYS_INLINE Vec exp(Vec x) {

@@ -77,24 +77,6 @@ SINKKV_ALWAYS_INLINE Vec broadcast_load(const void* p) {
   std::memcpy(&x, p, sizeof x);
   return _mm_set1_ps(x);
 }
-/// One stage of a lane transpose at granularity 2^kS lanes: lo takes x's
-/// lanes whose bit kS is 0 and, in the lanes whose bit kS is 1, y's lanes
-/// with bit kS 0; hi takes the rest (x's bit-1 lanes, then y's). Applied
-/// over log2(kLanes) stages to kLanes vectors it transposes them (see
-/// transpose_tile in cpu_kernel_variant.inl).
-template <int kS>
-SINKKV_ALWAYS_INLINE void transpose_stage(Vec x, Vec y, Vec& lo, Vec& hi) {
-  if constexpr (kS == 0) {
-    const Vec low = _mm_unpacklo_ps(x, y), high = _mm_unpackhi_ps(x, y);  // x0 y0 x1 y1, x2 y2 x3 y3
-    lo = _mm_movelh_ps(low, high);
-    hi = _mm_movehl_ps(high, low);
-  } else {
-    static_assert(kS == 1, "two stages for 4 lanes");
-    lo = _mm_movelh_ps(x, y);
-    hi = _mm_movehl_ps(y, x);
-  }
-}
-
 /// exp of every lane for x <= 88.37; exactly 0 below kMin (and for -inf);
 /// NaN stays NaN (the clamps keep their NaN operand).
 SINKKV_ALWAYS_INLINE Vec exp(Vec x) {

@@ -12,12 +12,16 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <new>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
 // Last: it defines malloc & co. after the system headers declared them.
 #include "support/allocation_counter.hpp"
 
@@ -43,6 +47,33 @@ TEST(ThreadPool, RunsEveryTaskExactlyOnce) {
 }
 
 TEST(ThreadPool, RejectsNegativeWorkers) { EXPECT_THROW(sinkkv::ThreadPool(-1), sinkkv::Error); }
+
+// Exits 0 when a pool of 8 workers, built with address space left for a
+// thread or two (8 MiB stacks), reports the failure as sinkkv::Error.
+[[noreturn]] void start_workers_without_address_space() {
+  long pages = 0;
+  if (std::FILE* statm = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(statm, "%ld", &pages) != 1) pages = 0;
+    std::fclose(statm);
+  }
+  const rlim_t limit = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE)) + (20u << 20);
+  const rlimit address_space{limit, limit};
+  if (pages == 0 || setrlimit(RLIMIT_AS, &address_space) != 0) std::_Exit(3);
+  try {
+    sinkkv::ThreadPool pool(8);
+    std::_Exit(2);  // every worker started: the limit did not bite
+  } catch (const sinkkv::Error& error) {
+    std::_Exit(std::string(error.what()).find("worker") != std::string::npos ? 0 : 4);
+  }
+}
+
+// A worker that cannot start must leave the pool's constructor as
+// sinkkv::Error, after the workers that did start are stopped and joined;
+// it once reached std::terminate (a vector of joinable threads destroyed).
+TEST(ThreadPool, AWorkerThatCannotStartIsAnErrorNotATermination) {
+  if (!sinkkv::testing::kCountsAllocations) GTEST_SKIP() << "sanitizers reserve address space beyond any small limit";
+  EXPECT_EXIT(start_workers_without_address_space(), ::testing::ExitedWithCode(0), "");
+}
 
 struct Problem {
   int query_heads = 16, kv_heads = 4, head_dim = 64;

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -54,22 +55,25 @@ inline namespace SINKKV_ABI_NAMESPACE {
 class ThreadPool {
  public:
   /// `num_workers` threads besides the caller (>= 0; 0 runs everything on
-  /// the caller). Throws sinkkv::Error for a negative count.
+  /// the caller). Throws sinkkv::Error for a negative count, and when the
+  /// system cannot start a worker (the ones already started are stopped and
+  /// joined first).
   explicit ThreadPool(int num_workers) {
     SINKKV_CHECK(num_workers >= 0, "ThreadPool: num_workers " << num_workers << " must be >= 0");
     workers_.reserve(static_cast<std::size_t>(num_workers));
-    for (int i = 0; i < num_workers; ++i) workers_.emplace_back([this] { work(); });
+    for (int i = 0; i < num_workers; ++i) {
+      try {
+        workers_.emplace_back([this] { work(); });
+      } catch (const std::exception& failure) {
+        // Destroying a joinable std::thread terminates the program.
+        stop_and_join();
+        SINKKV_CHECK(false, "ThreadPool: could not start worker " << i << " of " << num_workers << ": " << failure.what());
+      }
+    }
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    for (auto& worker : workers_) worker.join();
-  }
+  ~ThreadPool() { stop_and_join(); }
 
   int num_workers() const { return static_cast<int>(workers_.size()); }
   /// Threads that run tasks: the workers and the caller.
@@ -109,6 +113,16 @@ class ThreadPool {
   }
 
  private:
+  void stop_and_join() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+    workers_.clear();
+  }
+
   using Call = void (*)(void*, int);
   template <class Task>
   static void invoke(void* task, int index) {

@@ -2,6 +2,8 @@
 // shape x storage type x threads, against the roofline bound measured in the
 // same run, an Eigen GEMV/softmax/GEMV baseline and a baseline that re-reads
 // K/V once per query head (the structure of ggml's CPU flash attention).
+// Chunked attention (C queries at once, prefill) vs the FMA peak measured in
+// the same binary and vs C single-token decode calls over the same cache.
 //
 // Every benchmark checks its result against a double-precision oracle once
 // before timing (ReferenceKernel itself for small problems) and aborts on a
@@ -335,6 +337,240 @@ void register_type(const std::vector<Shape>& shapes, const std::vector<int>& len
   }
 }
 
+// ---- chunks ------------------------------------------------------------------
+
+/// A prefill chunk as SinkKVCache lays it out: 4 sinks (sink frame, each
+/// query at its own cache position) and a window ring holding `cached`
+/// tokens then the chunk's C tokens (stream frame); the window is large
+/// enough that every query sees every older token (causal). Also the same
+/// work as C decode calls: query i alone over the tokens it sees.
+template <class T>
+struct ChunkProblem {
+  using C = compute_t<T>;
+  static constexpr int kSinks = 4;
+  Shape shape;
+  int cached, queries;
+  AlignedBuffer<T> keys, values;  // [kv_heads][kSinks + cached + queries][head_dim]
+  std::vector<C> rows[kNumFrames];  // [queries][query_heads][head_dim]
+  std::vector<int> offsets[kNumFrames];
+  ChunkSegment<T> segments[2];
+  ChunkArgs<T> args;
+  std::vector<KVSegment<T>> decode_segments;  // [queries][2]
+  std::vector<AttentionArgs<T>> decode_args;  // [queries]
+  double visible = 0;                         // sum over queries of the tokens each sees
+
+  ChunkProblem(const Shape& s, int cached_tokens, int chunk)
+      : shape(s),
+        cached(cached_tokens),
+        queries(chunk),
+        keys(static_cast<std::size_t>(s.kv_heads) * (kSinks + cached_tokens + chunk) * s.head_dim),
+        values(keys.size) {
+    std::mt19937 rng(99u + static_cast<unsigned>(cached_tokens + chunk));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (std::size_t i = 0; i < keys.size; ++i) keys.get()[i] = detail::from_double<T>(normal(rng));
+    for (std::size_t i = 0; i < values.size; ++i) values.get()[i] = detail::from_double<T>(normal(rng));
+    const int capacity = kSinks + cached + queries;
+    for (int f = 0; f < kNumFrames; ++f) {
+      rows[f].resize(static_cast<std::size_t>(queries) * s.query_heads * s.head_dim);
+      for (auto& q : rows[f]) q = static_cast<C>(normal(rng));
+      for (int i = 0; i < queries; ++i) offsets[f].push_back(i);
+    }
+    const std::ptrdiff_t head_stride = static_cast<std::ptrdiff_t>(capacity) * s.head_dim;
+    segments[0] = ChunkSegment<T>{keys.get(), values.get(), s.head_dim, head_stride, kSinks, kSinkFrame,
+                                  kSinks + cached};  // query 0 at cache position kSinks + cached
+    segments[1] = ChunkSegment<T>{keys.get() + kSinks * s.head_dim, values.get() + kSinks * s.head_dim, s.head_dim,
+                                  head_stride, cached + queries, kStreamFrame, cached};
+    args.num_queries = queries;
+    args.num_query_heads = s.query_heads;
+    args.num_kv_heads = s.kv_heads;
+    args.head_dim = s.head_dim;
+    args.scale = static_cast<C>(1.0 / std::sqrt(static_cast<double>(s.head_dim)));
+    for (int f = 0; f < kNumFrames; ++f) {
+      args.frames[f].rows = rows[f].data();
+      args.frames[f].offsets = offsets[f].data();
+    }
+    args.segments = segments;
+    args.num_segments = 2;
+    decode_segments.resize(static_cast<std::size_t>(queries) * 2);
+    decode_args.resize(static_cast<std::size_t>(queries));
+    for (int i = 0; i < queries; ++i) {
+      AttentionArgs<T>& a = decode_args[static_cast<std::size_t>(i)];
+      a.num_query_heads = s.query_heads;
+      a.num_kv_heads = s.kv_heads;
+      a.head_dim = s.head_dim;
+      a.scale = args.scale;
+      a.segments = &decode_segments[static_cast<std::size_t>(i) * 2];
+      a.num_segments = 0;
+      for (int seg = 0; seg < 2; ++seg) {
+        const auto [first, last] = args.visible(segments[seg], i);
+        if (first >= last) continue;
+        KVSegment<T> k;
+        k.query = args.query_row(segments[seg].frame, i, 0);
+        k.keys = segments[seg].keys + first * segments[seg].token_stride;
+        k.values = segments[seg].values + first * segments[seg].token_stride;
+        k.token_stride = segments[seg].token_stride;
+        k.head_stride = segments[seg].head_stride;
+        k.length = last - first;
+        k.query_distance = static_cast<int>(args.distance(segments[seg], i, first));
+        decode_segments[static_cast<std::size_t>(i) * 2 + a.num_segments++] = k;
+        visible += last - first;
+      }
+    }
+  }
+  double flops() const { return 4.0 * shape.query_heads * shape.head_dim * visible; }
+};
+
+enum class ChunkKernel { kChunk, kDecodeCalls };
+
+/// One chunk call, or C decode calls, each checked once before timing: the
+/// chunk against the decode calls' results (every query, 1e-4), and both,
+/// for 4 queries, against the double-precision oracle (1e-4).
+template <class T>
+void chunk_benchmark(benchmark::State& state, Shape shape, int cached, int queries, ChunkKernel which) {
+  ChunkProblem<T> p(shape, cached, queries);
+  const int rows = shape.query_heads * shape.head_dim;
+  std::vector<float> out(static_cast<std::size_t>(queries) * rows), lse(static_cast<std::size_t>(queries) * shape.query_heads);
+  std::vector<float> decode_out(out.size()), decode_lse(lse.size());
+  const CpuKernel kernel;
+  const ChunkOutput<float> chunk_out{out.data(), rows, shape.head_dim, lse.data()};
+  auto run_chunk = [&] { kernel(p.args, chunk_out); };
+  auto run_decode = [&] {
+    for (int i = 0; i < queries; ++i) {
+      kernel(p.decode_args[static_cast<std::size_t>(i)],
+             AttentionOutput<float>{decode_out.data() + static_cast<std::ptrdiff_t>(i) * rows, shape.head_dim,
+                                    decode_lse.data() + static_cast<std::ptrdiff_t>(i) * shape.query_heads});
+    }
+  };
+  run_chunk();
+  run_decode();
+  const double worst_pair = bench::worst_error(out.data(), shape.head_dim, lse.data(),
+                                               std::vector<double>(decode_out.begin(), decode_out.end()),
+                                               std::vector<double>(decode_lse.begin(), decode_lse.end()),
+                                               queries * shape.query_heads, shape.head_dim, 1e-4);
+  double worst_oracle = 0;
+  for (int i : {0, queries / 3, queries / 2, queries - 1}) {
+    std::vector<double> want, want_lse;
+    bench::dense_oracle(p.decode_args[static_cast<std::size_t>(i)], want, want_lse);
+    const std::ptrdiff_t at = static_cast<std::ptrdiff_t>(i) * rows;
+    const std::ptrdiff_t lse_at = static_cast<std::ptrdiff_t>(i) * shape.query_heads;
+    worst_oracle = std::max({worst_oracle,
+                             bench::worst_error(out.data() + at, shape.head_dim, lse.data() + lse_at, want, want_lse,
+                                                shape.query_heads, shape.head_dim, 1e-4),
+                             bench::worst_error(decode_out.data() + at, shape.head_dim, decode_lse.data() + lse_at,
+                                                want, want_lse, shape.query_heads, shape.head_dim, 1e-4)});
+  }
+  if (!(worst_pair <= 1.0) || !(worst_oracle <= 1.0)) {
+    std::fprintf(stderr, "chunk %s cached=%d C=%d: results differ (chunk vs decode %.3g, vs oracle %.3g x tolerance)\n",
+                 shape_name(shape).c_str(), cached, queries, worst_pair, worst_oracle);
+    std::abort();
+  }
+  for (auto _ : state) {
+    if (which == ChunkKernel::kChunk) {
+      run_chunk();
+    } else {
+      run_decode();
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::DoNotOptimize(decode_out.data());
+    benchmark::ClobberMemory();
+  }
+  // GFLOPs: flops per CPU second (QK and PV, one multiply-add = 2);
+  // fma_fraction: of the one-core FMA peak measured by this binary
+  // (probe/fma_peak, also in thread CPU time).
+  state.counters["GFLOPs"] = benchmark::Counter(p.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["fma_fraction"] =
+      benchmark::Counter(p.flops() / bench::fma_peak(), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["queries"] = queries;
+}
+
+template <class T>
+void register_chunks(const std::vector<Shape>& shapes, const std::vector<int>& cached, const std::vector<int>& chunks) {
+  for (const Shape& shape : shapes) {
+    for (int n : cached) {
+      for (int c : chunks) {
+        for (ChunkKernel which : {ChunkKernel::kChunk, ChunkKernel::kDecodeCalls}) {
+          std::ostringstream name;
+          name << (which == ChunkKernel::kChunk ? "chunk/cpu/" : "chunk/decode_calls/")
+               << detail::ElementTraits<T>::kName << "/" << shape_name(shape) << "/cached:" << n << "/C:" << c;
+          // One thread, compute-bound: timed in CPU time, as the FMA peak.
+          auto* b = benchmark::RegisterBenchmark(name.str().c_str(), chunk_benchmark<T>, shape, n, c, which);
+          b->Unit(benchmark::kMillisecond);
+          bench::add_best_of_n(b);
+        }
+      }
+    }
+  }
+}
+
+// ---- the key-layout experiment (issue 14) ------------------------------------
+
+/// The score phase alone (QK^T for every KV head's group), from keys stored
+/// row-major as the cache stores them (CpuKernel's decode micro-kernel) or
+/// from the same keys tiled K^T per vector of tokens (a layout the cache
+/// would have to adopt). Float keys; values, softmax and everything else
+/// are the same in both layouts, so this is the part a layout could change.
+enum class Layout { kRowMajor, kTiled };
+
+void layout_benchmark(benchmark::State& state, Shape shape, int length, Layout layout) {
+  const int lanes = bench::with_variant(bench::kernel_variant(), [](auto v) { return decltype(v)::kVectorLanes; });
+  const int d = shape.head_dim, g = shape.query_heads / shape.kv_heads;
+  const std::size_t per_head = static_cast<std::size_t>(length) * d;
+  AlignedBuffer<float> keys(per_head * shape.kv_heads), tiled(per_head * shape.kv_heads);
+  std::vector<float> query(static_cast<std::size_t>(shape.query_heads) * d);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (std::size_t i = 0; i < keys.size; ++i) keys.get()[i] = normal(rng);
+  for (auto& q : query) q = normal(rng) / std::sqrt(static_cast<float>(d));
+  // K^T per tile of `lanes` tokens: tiled[kv][tile][dim][lane] = key[kv][tile * lanes + lane][dim].
+  for (int kv = 0; kv < shape.kv_heads; ++kv) {
+    for (int t = 0; t < length; ++t) {
+      for (int i = 0; i < d; ++i) {
+        tiled.get()[kv * per_head + (static_cast<std::size_t>(t / lanes) * d + i) * lanes + t % lanes] =
+            keys.get()[kv * per_head + static_cast<std::size_t>(t) * d + i];
+      }
+    }
+  }
+  std::vector<float> scores(static_cast<std::size_t>(g) * std::max(length, 64));
+  std::vector<float> check(static_cast<std::size_t>(g) * length);
+  auto run = [&](int kv, float* out) {
+    const float* q = query.data() + static_cast<std::ptrdiff_t>(kv) * g * d;
+    bench::with_variant(bench::kernel_variant(), [&](auto v) {
+      if (layout == Layout::kTiled) {
+        decltype(v)::tiled(q, g, d, tiled.get() + kv * per_head, length, out);
+      } else {
+        decltype(v)::rowmajor(q, g, d, keys.get() + kv * per_head, length, out);
+      }
+    });
+  };
+  // Check: the tiled scores of the last KV head against a double dot product.
+  bench::with_variant(bench::kernel_variant(), [&](auto v) {
+    decltype(v)::tiled(query.data() + static_cast<std::ptrdiff_t>(shape.kv_heads - 1) * g * d, g, d,
+                       tiled.get() + (shape.kv_heads - 1) * per_head, length, check.data());
+  });
+  for (int h = 0; h < g; ++h) {
+    for (int t = 0; t < length; t += 97) {
+      double dot = 0;
+      for (int i = 0; i < d; ++i) {
+        dot += double(query[(static_cast<std::size_t>(shape.kv_heads - 1) * g + h) * d + i]) *
+               keys.get()[(shape.kv_heads - 1) * per_head + static_cast<std::size_t>(t) * d + i];
+      }
+      if (std::abs(check[static_cast<std::size_t>(h) * length + t] - dot) > 1e-4 * (1 + std::abs(dot))) {
+        std::fprintf(stderr, "layout experiment: tiled score differs at head %d token %d\n", h, t);
+        std::abort();
+      }
+    }
+  }
+  for (auto _ : state) {
+    for (int kv = 0; kv < shape.kv_heads; ++kv) run(kv, scores.data());
+    benchmark::DoNotOptimize(scores.data());
+    benchmark::ClobberMemory();
+  }
+  const double flops = 2.0 * shape.query_heads * static_cast<double>(length) * d;
+  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
+                          static_cast<std::int64_t>(keys.size * sizeof(float)));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -357,6 +593,23 @@ int main(int argc, char** argv) {
   register_type<float>(shapes, lengths);
   register_type<Eigen::half>(shapes, lengths);
   register_type<Eigen::bfloat16>(shapes, lengths);
+  const std::vector<Shape> chunk_shapes = {{32, 8, 128}, {64, 8, 128}};
+  const std::vector<int> cached = smoke ? std::vector<int>{256} : std::vector<int>{1024, 4096, 16384};
+  const std::vector<int> chunk_sizes = smoke ? std::vector<int>{16} : std::vector<int>{64, 256, 1024};
+  register_chunks<float>(chunk_shapes, cached, chunk_sizes);
+  register_chunks<Eigen::half>(chunk_shapes, cached, chunk_sizes);
+  for (const Shape& shape : shapes) {
+    for (int length : smoke ? std::vector<int>{1024} : std::vector<int>{1024, 16384}) {
+      for (Layout layout : {Layout::kRowMajor, Layout::kTiled}) {
+        std::ostringstream name;
+        name << "layout/scores/" << (layout == Layout::kTiled ? "tiled" : "row_major") << "/float/"
+             << shape_name(shape) << "/len:" << length;
+        auto* b = benchmark::RegisterBenchmark(name.str().c_str(), layout_benchmark, shape, length, layout);
+        b->UseRealTime()->Unit(benchmark::kMicrosecond);
+        bench::add_best_of_n(b);
+      }
+    }
+  }
 
   benchmark::AddCustomContext("sinkkv_vector_path", instruction_set_name(CpuKernel{}.instruction_set()));
   benchmark::AddCustomContext("sinkkv_parallel_threads", "2 (caller + 1 pool worker)");

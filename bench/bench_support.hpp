@@ -21,12 +21,23 @@
 #include <string>
 #include <vector>
 
+#include <time.h>
+
 namespace sinkkv::bench {
 
 using Clock = std::chrono::steady_clock;
 
 inline double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+/// CPU time of the calling thread, seconds: what the FMA probe and the
+/// one-thread chunk rows are timed with, so that time the shared machine
+/// gives to other processes does not count as ours.
+inline double thread_cpu_seconds() {
+  timespec now;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
 }
 
 /// 64-byte aligned, zero-initialised buffer (no value-initialisation cost
@@ -202,8 +213,8 @@ inline double bound_bandwidth(std::size_t bytes) {
 
 /// Peak float FMA rate (flops/s, 2 per lane per FMA) of one core with the
 /// variant CpuKernel runs (so a generic and a native build measure the same
-/// peak): 12 independent accumulator chains, best of 7 timings. Measured
-/// once per process.
+/// peak): 12 independent accumulator chains, best of 7 timings in thread
+/// CPU time. Measured once per process.
 inline double fma_peak() {
   static const double peak = with_variant(kernel_variant(), [](auto v) { return decltype(v)::fma(); });
   return peak;

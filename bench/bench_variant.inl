@@ -55,7 +55,8 @@ float sum_floats(const float* p, std::size_t n) {
 
 /// Float FMA rate (flops/s, 2 per lane per FMA) of one core with this
 /// variant's vectors: 12 independent accumulator chains, best of 7 timings
-/// of >= 20 ms. (The portable variant: scalar multiply-adds.)
+/// of >= 20 ms of thread CPU time. (The portable variant: scalar
+/// multiply-adds.)
 inline double fma_rate() {
   constexpr int kChains = 12;
   double best = 0;
@@ -69,7 +70,7 @@ inline double fma_rate() {
     for (int c = 0; c < kChains; ++c) acc[c] = 1.0f + 1e-3f * static_cast<float>(c);
     const float a = 0.999999f, b = 1e-7f;
 #endif
-    const auto start = Clock::now();
+    const double start = thread_cpu_seconds();
     long iterations = 0;
     double elapsed = 0;
     do {
@@ -83,7 +84,7 @@ inline double fma_rate() {
         }
       }
       iterations += 1000;
-      elapsed = seconds_since(start);
+      elapsed = thread_cpu_seconds() - start;
     } while (elapsed < 0.02);
 #if SINKKV_VARIANT_HAS_VECTORS
     for (int c = 1; c < kChains; ++c) acc[0] = simd::add(acc[0], acc[c]);
@@ -145,6 +146,87 @@ void reread_baseline(const AttentionArgs<T>& args, const AttentionOutput<float>&
 #endif
 }
 
+/// The key-layout experiment (issue 14), score phase of one KV head:
+/// `heads` query rows (scale folded in) against `tokens` keys.
+///
+/// tiled_scores: keys stored tiled for this variant, K^T per tile of
+/// kLanes tokens ([tile][head_dim][kLanes], as vLLM's CPU backend once
+/// blocked its cache): one vector load serves kLanes tokens, a query
+/// element is one broadcast for kTiles tiles, and scores come out
+/// [head][token] with no horizontal reduction. kHeads x kTiles accumulators.
+template <int kHeads, int kTiles>
+void tiled_pass(const float* query, int head_dim, const float* keys, int tokens, int first_tile, float* scores) {
+#if SINKKV_VARIANT_HAS_VECTORS
+  constexpr int L = simd::kLanes;
+  simd::Vec acc[kHeads * kTiles];
+  for (auto& a : acc) a = simd::zero();
+  const float* tile = keys + static_cast<std::ptrdiff_t>(first_tile) * head_dim * L;
+  for (int d = 0; d < head_dim; ++d) {
+    simd::Vec key[kTiles];
+    for (int k = 0; k < kTiles; ++k) key[k] = simd::load(tile + (static_cast<std::ptrdiff_t>(k) * head_dim + d) * L);
+    for (int h = 0; h < kHeads; ++h) {
+      const simd::Vec q = simd::broadcast(query[h * head_dim + d]);
+      for (int k = 0; k < kTiles; ++k) acc[h * kTiles + k] = simd::fma(q, key[k], acc[h * kTiles + k]);
+    }
+  }
+  for (int h = 0; h < kHeads; ++h) {
+    for (int k = 0; k < kTiles; ++k) simd::store(scores + h * tokens + (first_tile + k) * L, acc[h * kTiles + k]);
+  }
+#else
+  (void)query, (void)head_dim, (void)keys, (void)tokens, (void)first_tile, (void)scores;
+#endif
+}
+
+/// Heads in groups of kHeads (a power of two), tiles kTiles at a time.
+/// @pre heads a power of two <= 16; tokens a multiple of kLanes * kTiles.
+template <int kHeads>
+void tiled_heads(const float* query, int heads, int head_dim, const float* keys, int tokens, float* scores) {
+  if constexpr (kHeads > 1) {
+    if (heads < kHeads) return tiled_heads<kHeads / 2>(query, heads, head_dim, keys, tokens, scores);
+  }
+#if SINKKV_VARIANT_HAS_VECTORS
+  constexpr int kAcc = simd::kAccumulators;
+  constexpr int kTiles = kAcc / kHeads > 4 ? 4 : (kAcc / kHeads < 1 ? 1 : kAcc / kHeads);
+  for (int h0 = 0; h0 < heads; h0 += kHeads) {
+    for (int tile = 0; tile < tokens / kLanes; tile += kTiles) {
+      tiled_pass<kHeads, kTiles>(query + h0 * head_dim, head_dim, keys, tokens, tile, scores + h0 * tokens);
+    }
+  }
+#else
+  for (int h = 0; h < heads; ++h) {
+    for (int t = 0; t < tokens; ++t) {
+      float dot = 0;
+      for (int d = 0; d < head_dim; ++d) dot += query[h * head_dim + d] * keys[t * head_dim + d];
+      scores[h * tokens + t] = dot;
+    }
+  }
+#endif
+}
+
+/// rowmajor_scores: the same scores from row-major keys ([token][head_dim])
+/// with CpuKernel's own decode micro-kernel (dot-product tiles and their
+/// transposing reduction), block by block as the kernel calls it,
+/// prefetching one block ahead.
+/// scores: [heads][64] per block, overwritten block after block.
+inline void rowmajor_scores(const float* query, int heads, int head_dim, const float* keys, int tokens,
+                            float* scores) {
+#if SINKKV_VARIANT_HAS_VECTORS
+  using Engine = ::sinkkv::detail::SINKKV_VARIANT::Engine<float>;
+  const int block = Engine::block_tokens(head_dim);
+  for (int b = 0; b < tokens; b += block) {
+    // The kernel prefetches the next block's keys while it sums values;
+    // here the score pass itself prefetches them (the last block re-reads
+    // its own rows).
+    const std::ptrdiff_t next = b + block < tokens ? b + block : b;
+    Engine::dot_rows<Engine::kDotRows>(0, heads, query, head_dim, keys + static_cast<std::ptrdiff_t>(b) * head_dim,
+                                       head_dim, block < tokens - b ? block : tokens - b, scores,
+                                       keys + next * head_dim);
+  }
+#else
+  tiled_heads<16>(query, heads, head_dim, keys, tokens, scores);
+#endif
+}
+
 /// What bench_support dispatches to.
 struct Variant {
   static constexpr int kVectorLanes = kLanes;
@@ -156,6 +238,12 @@ struct Variant {
   template <class T>
   static void reread(const AttentionArgs<T>& args, const AttentionOutput<float>& out) {
     reread_baseline(args, out);
+  }
+  static void tiled(const float* query, int heads, int head_dim, const float* keys, int tokens, float* scores) {
+    tiled_heads<16>(query, heads, head_dim, keys, tokens, scores);
+  }
+  static void rowmajor(const float* query, int heads, int head_dim, const float* keys, int tokens, float* scores) {
+    rowmajor_scores(query, heads, head_dim, keys, tokens, scores);
   }
 };
 

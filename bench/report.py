@@ -78,6 +78,63 @@ def attention_tables(data):
     return "\n".join(out)
 
 
+CHUNK = re.compile(r"chunk/(?P<kernel>[^/]+)/(?P<type>[^/]+)/(?P<shape>\d+/\d+/\d+)/cached:(?P<cached>\d+)/C:(?P<c>\d+)")
+
+
+def chunk_tables(data):
+    """Chunked attention: one chunk call vs C decode calls (CPU time, one thread)."""
+    agg = aggregates(data)
+    rows = defaultdict(dict)
+    for run, stats in agg.items():
+        m = CHUNK.match(run)
+        if m and "median" in stats:
+            rows[(m["type"], m["shape"], int(m["cached"]), int(m["c"]))][m["kernel"]] = stats
+    if not rows:
+        return ""
+    peak = next((b["GFLOPs"] for b in data["benchmarks"] if b["name"].startswith("probe/fma_peak")), float("nan"))
+    out = [f"\n#### Chunked attention, one thread (FMA peak of this run: {peak:.1f} GFLOP/s, thread CPU time)\n",
+           "| K/V | shape (q/kv/dim) | cached | C | chunk ms (median) | GFLOP/s | **of FMA peak** (best) | "
+           "C decode calls ms | GFLOP/s | **chunk ÷ decode calls** |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    types = ["float", "half", "bfloat16"]
+    for key in sorted(rows, key=lambda k: (types.index(k[0]) if k[0] in types else 9, k[1], k[2], k[3])):
+        r = rows[key]
+        chunk, calls = r.get("cpu"), r.get("decode_calls")
+        if not chunk or not calls:
+            continue
+        cm, dm = chunk["median"], calls["median"]
+        out.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {cm['cpu_time']:.2f} | {cm['GFLOPs']:.1f} | "
+                   f"**{cm['fma_fraction']:.2f}** ({chunk['max']['fma_fraction']:.2f}) | {dm['cpu_time']:.2f} | "
+                   f"{dm['GFLOPs']:.1f} | **{dm['cpu_time'] / cm['cpu_time']:.2f}** |")
+    return "\n".join(out)
+
+
+LAYOUT = re.compile(r"layout/scores/(?P<layout>[^/]+)/float/(?P<shape>\d+/\d+/\d+)/len:(?P<len>\d+)")
+
+
+def layout_table(data):
+    """The key-layout experiment: score phase, row-major vs tiled keys."""
+    agg = aggregates(data)
+    rows = defaultdict(dict)
+    for run, stats in agg.items():
+        m = LAYOUT.match(run)
+        if m and "median" in stats:
+            rows[(m["shape"], int(m["len"]))][m["layout"]] = stats["median"]
+    if not rows:
+        return ""
+    out = ["\n#### Key layout: the score phase (QK^T, all KV heads), float keys\n",
+           "| shape (q/kv/dim) | tokens | row-major µs (median) | GFLOP/s | tiled K^T µs | GFLOP/s | **row-major ÷ tiled** |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for (shape, length) in sorted(rows):
+        r = rows[(shape, length)]
+        a, b = r.get("row_major"), r.get("tiled")
+        if not a or not b:
+            continue
+        out.append(f"| {shape} | {length} | {a['real_time']:.1f} | {a['GFLOPs']:.1f} | {b['real_time']:.1f} | "
+                   f"{b['GFLOPs']:.1f} | **{a['real_time'] / b['real_time']:.2f}** |")
+    return "\n".join(out)
+
+
 def probe_table(data):
     """Read-bandwidth probes of the run, and the envelope the bounds use
     (bench::bound_bandwidth: each size raised to the best of the larger ones)."""
@@ -146,6 +203,10 @@ def main():
         if "attention/" in names:
             print(attention_tables(data))
             print(probe_table(data))
+        if "chunk/" in names:
+            print(chunk_tables(data))
+        if "layout/" in names:
+            print(layout_table(data))
         if "append_evict" in names:
             print(cache_tables(data))
     return 0

@@ -579,5 +579,72 @@ TEST(SinkKVCache, LogSumExpOfAFinishedStepIsNotServedOnceTheNextBegins) {
   EXPECT_THROW((void)cache.log_sum_exp(0, 0), Error);
 }
 
+// A kernel that records which query heads each call covers.
+struct HeadRangeProbe {
+  std::vector<std::pair<int, int>>* calls;
+  void operator()(const AttentionArgs<float>& args, const AttentionOutput<float>& out) const {
+    calls->emplace_back(args.first_query_head, args.num_query_heads);
+    ReferenceKernel{}(args, out);
+  }
+};
+
+TEST(SinkKVCache, KernelCallsOfHeadsWithTheirOwnPoliciesNameTheirFirstQueryHead) {
+  CacheConfig config = small_config(1);  // 2 KV heads, 4 query heads
+  config.set_head_policy(0, 1, {0, 3});
+  SinkKVCache<float> cache(config);
+  append_token(cache, 0);
+  std::vector<std::pair<int, int>> calls;
+  const std::vector<float> q(32, 0.1f);
+  std::vector<float> out(32);
+  cache.attend(0, heads_view(q.data(), 4, 8), output_view(out.data(), 4, 8), HeadRangeProbe{&calls});
+  EXPECT_EQ(calls, (std::vector<std::pair<int, int>>{{0, 2}, {2, 2}}));
+}
+
+// ---- per-layer and per-head policies ----------------------------------------
+
+// Streams `tokens` tokens through `cache` and returns every layer's output
+// for every token.
+template <class Kernel>
+std::vector<float> stream_outputs(SinkKVCache<float>& cache, int tokens, Kernel kernel) {
+  const CacheConfig& c = cache.config();
+  std::vector<float> all;
+  for (int t = 0; t < tokens; ++t) {
+    for (int layer = 0; layer < c.num_layers; ++layer) {
+      const std::vector<float> k = token_rows(5, t, layer, c.num_kv_heads * c.head_dim);
+      const std::vector<float> q = token_rows(5, t, 9 + layer, c.query_heads() * c.head_dim);
+      std::vector<float> out(q.size());
+      cache.append(layer, heads_view(k.data(), c.num_kv_heads, c.head_dim), heads_view(k.data(), c.num_kv_heads, c.head_dim));
+      cache.attend(layer, heads_view(q.data(), c.query_heads(), c.head_dim), output_view(out.data(), c.query_heads(), c.head_dim),
+                   kernel);
+      all.insert(all.end(), out.begin(), out.end());
+    }
+  }
+  return all;
+}
+
+TEST(SinkKVCache, PoliciesSetPerHeadToTheUniformValuesGiveBitIdenticalOutputs) {
+  const CacheConfig uniform = small_config(2, 3, 7);
+  CacheConfig spelled_out = uniform;
+  spelled_out.set_layer_policy(0, {3, 7});
+  spelled_out.set_head_policy(1, 1, {3, 7});
+  SinkKVCache<float> a(uniform), b(spelled_out), c(uniform), d(spelled_out);
+  EXPECT_EQ(stream_outputs(a, 40, CpuKernel{}), stream_outputs(b, 40, CpuKernel{}));
+  EXPECT_EQ(stream_outputs(c, 40, ReferenceKernel{}), stream_outputs(d, 40, ReferenceKernel{}));
+  EXPECT_EQ(a.storage_bytes(), b.storage_bytes());
+}
+
+TEST(SinkKVCache, MemoryOfMixedPoliciesIsTheSumOfTheHeads) {
+  CacheConfig config = small_config(3, 4, 60);  // 2 KV heads x 8 dims per layer
+  config.max_chunk = 5;
+  config.set_layer_policy(1, {0, 8});
+  config.set_head_policy(2, 0, {1, 500});
+  const SinkKVCache<Eigen::half> cache(config);
+  std::size_t rows = 0;  // K and V rows over every head: sinks + window + chunk room
+  for (int layer = 0; layer < 3; ++layer) {
+    for (int head = 0; head < 2; ++head) rows += 2 * static_cast<std::size_t>(config.policy(layer, head).capacity() + 4);
+  }
+  EXPECT_EQ(cache.storage_bytes(), rows * 8 * sizeof(Eigen::half));
+}
+
 }  // namespace
 }  // namespace sinkkv

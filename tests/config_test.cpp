@@ -182,5 +182,34 @@ TEST(CacheConfig, PreRotatedInputsNeedRope) {
   EXPECT_EQ(rejection(config), "sinkkv: input_rotation kStreamRotated needs a RoPE encoding (inputs are rotated by RoPE only)");
 }
 
+TEST(CacheConfig, ChunkScratchBeyondItsBoundIsRejected) {
+  CacheConfig config = good();
+  config.max_chunk = 1 << 16;
+  config.num_kv_heads = 64;
+  config.num_query_heads = 64;
+  config.head_dim = 64;
+  EXPECT_EQ(rejection(config),
+            "sinkkv: max_chunk 65536 x num_query_heads 64 x head_dim 64 exceeds 67108864 query elements per chunk");
+}
+
+TEST(CacheConfig, RotationTablesBeyondTheirBoundAreRejected) {
+  CacheConfig config = good();
+  config.num_kv_heads = 1;
+  config.num_query_heads = 1;
+  config.head_dim = 256;
+  config.max_chunk = 1 << 16;
+  config.set_layer_policy(1, {0, 8});  // two distinct policies
+  EXPECT_EQ(rejection(config), "sinkkv: max_chunk 65536 x (2 distinct policies + 1) x 128 rotary pairs = 25165824 "
+                               "rotation entries exceeds 16777216");
+}
+
+TEST(CacheConfig, DistinctPoliciesAreCounted) {
+  CacheConfig config = good();
+  EXPECT_EQ(config.num_policies(), 1);
+  config.set_head_policy(0, 1, {0, 8});
+  config.set_head_policy(1, 1, {0, 8});
+  EXPECT_EQ(config.num_policies(), 2);
+}
+
 }  // namespace
 }  // namespace sinkkv

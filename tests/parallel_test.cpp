@@ -1,8 +1,12 @@
 // Tests for kernels/parallel.hpp: ThreadPool runs every task exactly once,
 // and ParallelCpuKernel matches the single-threaded CpuKernel (and the
-// reference) across thread counts and segment splits, without allocating.
+// reference) across thread counts and segment splits, for decode and for
+// chunks (split by queries, or by tokens when there are fewer queries than
+// threads), without allocating.
 #include <sinkkv/kernels/parallel.hpp>
 #include <sinkkv/kernels/reference.hpp>
+
+#include "support/chunks.hpp"
 
 #include <gtest/gtest.h>
 
@@ -117,6 +121,78 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(std::vector<int>{100}, std::vector<int>{4, 2044},
                                          std::vector<int>{4, 3000, 1093}, std::vector<int>{2048, 2048},
                                          std::vector<int>{1, 1, 5000})));
+
+// ---- chunks ------------------------------------------------------------------
+
+/// ParallelCpuKernel on `chunk` against CpuKernel and ReferenceKernel.
+void expect_chunk_matches(sinkkv::testing::HandMadeChunk<float>& chunk, int workers, int max_query_heads) {
+  const auto& spec = chunk.spec();
+  sinkkv::ThreadPool pool(workers);
+  sinkkv::ParallelCpuKernel kernel(&pool, max_query_heads, spec.head_dim);
+  auto parallel = chunk.make_result(), single = chunk.make_result(), reference = chunk.make_result();
+  sinkkv::CpuKernel{}(chunk.args(), single.view());
+  sinkkv::ReferenceKernel{}(chunk.args(), reference.view());
+  const std::size_t before = sinkkv::testing::allocation_count;
+  kernel(chunk.args(), parallel.view());
+  EXPECT_EQ(sinkkv::testing::allocation_count - before, 0u) << "ParallelCpuKernel allocated during a chunk call";
+  for (int i = 0; i < spec.num_queries; ++i) {
+    for (int q = 0; q < spec.query_heads; ++q) {
+      for (int d = 0; d < spec.head_dim; ++d) {
+        ASSERT_NEAR(parallel.at(i, q, d), single.at(i, q, d), 2e-5 + 2e-5 * std::abs(single.at(i, q, d)))
+            << "query " << i << " head " << q << " dim " << d << " vs CpuKernel";
+        ASSERT_NEAR(parallel.at(i, q, d), reference.at(i, q, d), 2e-5 + 2e-5 * std::abs(reference.at(i, q, d)))
+            << "query " << i << " head " << q << " dim " << d << " vs ReferenceKernel";
+      }
+      if (std::isinf(reference.lse(i, q))) {
+        ASSERT_EQ(parallel.lse(i, q), reference.lse(i, q)) << "query " << i << " head " << q;
+      } else {
+        ASSERT_NEAR(parallel.lse(i, q), reference.lse(i, q), 2e-5 + 2e-5 * std::abs(reference.lse(i, q)))
+            << "log-sum-exp, query " << i << " head " << q;
+      }
+    }
+  }
+}
+
+class ParallelChunkTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(ParallelChunkTest, QuerySplitMatchesSingleThreadAndReference) {
+  // 60 queries over 3,000 cached tokens in a 2,048-token window, ring
+  // wrapped: split into ranges of equal work.
+  sinkkv::testing::HandMadeChunk<float> chunk(
+      sinkkv::testing::sink_cache_chunk(4, 2048, 3000, 60, 1500, 16, 4, 64), 21);
+  expect_chunk_matches(chunk, GetParam(), 16);
+}
+
+TEST_P(ParallelChunkTest, FewerQueriesThanThreadsSplitTokensAndMerge) {
+  // Two queries, 6,000 cached tokens, a 3,000-token window: with 4 threads
+  // the tokens are split in 4 parts, and the queries see nothing of the
+  // second part (merged with log-sum-exp -inf).
+  sinkkv::testing::HandMadeChunk<float> chunk(sinkkv::testing::sink_cache_chunk(4, 3000, 6000, 2, 0, 8, 2, 64), 22);
+  expect_chunk_matches(chunk, GetParam(), 16);
+}
+
+TEST_P(ParallelChunkTest, QueriesThatSeeNothingStayZeroAfterTheMerge) {
+  // One stream segment of 5,000 tokens: query 0 sees none of it (its
+  // newest token is one position after query 0), query 1 (offset 5,000)
+  // all of it.
+  sinkkv::testing::ChunkSpec spec;
+  spec.num_queries = 2;
+  spec.query_heads = 4;
+  spec.kv_heads = 1;
+  spec.head_dim = 32;
+  spec.segments = {{5000, sinkkv::kStreamFrame, -1}};
+  for (int f = 0; f < sinkkv::kNumFrames; ++f) spec.offsets[f] = {0, 5000};
+  sinkkv::testing::HandMadeChunk<float> chunk(spec, 23);
+  expect_chunk_matches(chunk, GetParam(), 16);
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, ParallelChunkTest, ::testing::Values(0, 1, 3));
+
+TEST(ParallelCpuKernel, HandlesChunksNatively) {
+  static_assert(sinkkv::is_chunk_kernel_v<sinkkv::ParallelCpuKernel, float>);
+  static_assert(sinkkv::is_chunk_kernel_v<sinkkv::ParallelCpuKernel, Eigen::half>);
+  SUCCEED();
+}
 
 TEST(ParallelCpuKernel, NoPoolRunsSingleThreaded) {
   Problem problem({4, 5000}, 3);

@@ -83,6 +83,7 @@ struct Shadowed {
 // and chunks) / attend / attend_batch: every output equals the standalone
 // cache's bit for bit (ReferenceKernel sums every token in the same order,
 // whatever the pages).
+template <class Kernel = ReferenceKernel>
 void run_interleavings(bool mixed_policies, int max_chunk, unsigned seed, bool use_thread_pool) {
   const CacheConfig cache = pool_cache_config(mixed_policies, max_chunk);
   SequencePool<float> pool(pool_config(cache, 1000));
@@ -121,7 +122,7 @@ void run_interleavings(bool mixed_policies, int max_chunk, unsigned seed, bool u
         s.alone->append(layer, tokens_view(rows.keys.data(), n, kv, dim), tokens_view(rows.keys.data(), n, kv, dim));
         std::vector<float> got(static_cast<std::size_t>(n * heads * dim)), want(got.size());
         pool.attend(s.id, layer, tokens_view(rows.queries.data(), n, heads, dim),
-                    tokens_output_view(got.data(), n, heads, dim), ReferenceKernel{});
+                    tokens_output_view(got.data(), n, heads, dim), Kernel{});
         s.alone->attend(layer, tokens_view(rows.queries.data(), n, heads, dim),
                         tokens_output_view(want.data(), n, heads, dim), ReferenceKernel{});
         ASSERT_EQ(got, want) << "op " << op << " sequence " << s.id.value << " layer " << layer << " step of " << n
@@ -162,7 +163,7 @@ void run_interleavings(bool mixed_policies, int max_chunk, unsigned seed, bool u
         batch[b]->alone->attend(layer, tokens_view(rows[b].queries.data(), n, heads, dim),
                                 tokens_output_view(want[b].data(), n, heads, dim), ReferenceKernel{});
       }
-      ReferenceKernel kernel;
+      Kernel kernel;
       pool.attend_batch(layer, items.data(), static_cast<int>(items.size()), kernel,
                         use_thread_pool ? &threads : static_cast<ThreadPool*>(nullptr));
       for (std::size_t b = 0; b < batch.size(); ++b) {
@@ -179,6 +180,19 @@ TEST(SequencePool, EverySequenceMatchesAStandaloneCacheThroughRandomInterleaving
 TEST(SequencePool, ChunkedStepsAndBatchesMatchStandaloneCaches) { run_interleavings(false, 5, 2, true); }
 
 TEST(SequencePool, PerHeadPoliciesMatchStandaloneCaches) { run_interleavings(true, 4, 3, true); }
+
+// Hides ReferenceKernel's chunk overload: the pool then serves chunks one
+// query at a time, in single and batched attends.
+struct SingleQueryReference {
+  template <class T>
+  void operator()(const AttentionArgs<T>& args, const AttentionOutput<compute_t<T>>& out) const {
+    ReferenceKernel{}(args, out);
+  }
+};
+
+TEST(SequencePool, SingleQueryKernelsServeChunksQueryByQuery) {
+  run_interleavings<SingleQueryReference>(true, 4, 4, true);
+}
 
 // The page bookkeeping against a reference model after every operation:
 // a sequence with t tokens holds, per KV head, ceil(min(t, slots) / P)

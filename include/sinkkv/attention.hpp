@@ -65,6 +65,11 @@ struct KVSegment {
 template <class T>
 struct AttentionArgs {
   using compute_type = compute_t<T>;
+  /// Which of the layer's query heads this call's head 0 is: a cache whose
+  /// KV heads keep different tokens calls the kernel once per run of heads
+  /// that share a policy. Kernels need not read it (everything they index
+  /// is relative); a probe can.
+  int first_query_head = 0;
   int num_query_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
@@ -182,6 +187,8 @@ template <class T>
 struct ChunkArgs {
   using compute_type = compute_t<T>;
   int num_queries = 0;
+  /// As AttentionArgs::first_query_head.
+  int first_query_head = 0;
   int num_query_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;

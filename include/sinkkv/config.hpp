@@ -99,6 +99,11 @@ struct CacheConfig {
   static constexpr int kMaxChunk = 1 << 16;
   static constexpr int kMaxLayers = 1 << 16;
   static constexpr std::int64_t kMaxHeads = std::int64_t{1} << 20;  ///< num_layers * num_kv_heads
+  /// Per-sequence scratch bounds: query rows of a chunk (max_chunk *
+  /// query_heads * head_dim, two frames) and rotation tables (max_chunk *
+  /// (policy groups + 1) * rotary pairs).
+  static constexpr std::int64_t kMaxChunkElements = std::int64_t{1} << 26;
+  static constexpr std::int64_t kMaxRotationEntries = std::int64_t{1} << 24;
 
   int num_layers = 1;
   int num_query_heads = 0;  ///< 0 means num_kv_heads (no grouping)
@@ -183,9 +188,9 @@ struct CacheConfig {
                  "num_layers " << num_layers << " x num_kv_heads " << num_kv_heads << " exceeds " << kMaxHeads);
     SINKKV_CHECK(max_chunk >= 1 && max_chunk <= kMaxChunk,
                  "max_chunk " << max_chunk << " outside [1, " << kMaxChunk << "]");
-    SINKKV_CHECK(static_cast<std::int64_t>(max_chunk) * query_heads() * head_dim <= kMaxSlots,
+    SINKKV_CHECK(static_cast<std::int64_t>(max_chunk) * query_heads() * head_dim <= kMaxChunkElements,
                  "max_chunk " << max_chunk << " x num_query_heads " << query_heads() << " x head_dim " << head_dim
-                              << " exceeds " << kMaxSlots << " query elements per chunk");
+                              << " exceeds " << kMaxChunkElements << " query elements per chunk");
     validate_policy(uniform_policy(), "");
     if (!head_policies.empty()) {
       const std::int64_t heads = static_cast<std::int64_t>(num_layers) * num_kv_heads;
@@ -201,6 +206,23 @@ struct CacheConfig {
       }
     }
     validate_encoding();
+    if (encoding.kind == PositionEncoding::Kind::kRope) {
+      const std::int64_t entries = static_cast<std::int64_t>(max_chunk) * (num_policies() + 1) * (rotary_dim() / 2);
+      SINKKV_CHECK(entries <= kMaxRotationEntries,
+                   "max_chunk " << max_chunk << " x (" << num_policies() << " distinct policies + 1) x "
+                                << rotary_dim() / 2 << " rotary pairs = " << entries << " rotation entries exceeds "
+                                << kMaxRotationEntries);
+    }
+  }
+
+  /// Distinct retention policies among the heads. O(heads log heads).
+  std::int64_t num_policies() const {
+    if (head_policies.empty()) return 1;
+    std::vector<std::pair<int, int>> distinct;
+    distinct.reserve(head_policies.size());
+    for (const RetentionPolicy& p : head_policies) distinct.emplace_back(p.num_sinks, p.window);
+    std::sort(distinct.begin(), distinct.end());
+    return static_cast<std::int64_t>(std::unique(distinct.begin(), distinct.end()) - distinct.begin());
   }
 
   /// Elements of K and V storage over all heads (each head: 2 x slots x

@@ -361,7 +361,7 @@ class SequencePool {
                                      task_offsets_.begin()) - 1;
       Slot& slot = slot_of(items[i].sequence);
       const int local = task - task_offsets_[static_cast<std::size_t>(i)];
-      run_batch_task(slot, items[i], local / slot.splits, local % slot.splits, kernel, scale);
+      run_batch_task(slot, items[i], local / slot.splits, local % slot.splits, kernel);
     };
     run_tasks(pool, total, work);
 
@@ -518,7 +518,7 @@ class SequencePool {
   }
 
   template <class Src, class Kernel>
-  void run_batch_task(Slot& slot, const Item<Src>& item, int h, int split, Kernel& kernel, compute_type scale) {
+  void run_batch_task(Slot& slot, const Item<Src>& item, int h, int split, Kernel& kernel) {
     const int n = item.queries.num_tokens;
     const int group = config().group_size();
     const int head_dim = config().head_dim;
@@ -529,7 +529,9 @@ class SequencePool {
       if constexpr (is_chunk_kernel_v<Kernel, T>) {
         kernel(chunk, ChunkOutput<compute_type>{out_rows, item.out.token_stride, item.out.head_stride, lse});
       } else {
-        attend_chunk_per_query(slot, chunk, h, out_rows, item.out, lse, kernel, scale);
+        // The head's single-query segment area is free during a chunk step.
+        detail::attend_per_query(chunk, ChunkOutput<compute_type>{out_rows, item.out.token_stride, item.out.head_stride, lse},
+                                 kernel, slot.sequence.segments() + static_cast<std::ptrdiff_t>(h) * segments_per_head_);
       }
       return;
     }
@@ -569,42 +571,6 @@ class SequencePool {
                              rows;
     return AttentionOutput<compute_type>{base, config().head_dim,
                                          base + static_cast<std::ptrdiff_t>(group) * config().head_dim};
-  }
-
-  /// A chunk on a kernel that only takes single queries: one call per query
-  /// over the parts of the segments it sees.
-  template <class Kernel>
-  void attend_chunk_per_query(Slot& slot, const ChunkArgs<T>& chunk, int h, compute_type* out_rows,
-                              const MutableTokensView<compute_type>& out, compute_type* lse, Kernel& kernel,
-                              compute_type scale) {
-    // The head's single-query segment area is free during a chunk step.
-    KVSegment<T>* segments = slot.sequence.segments() + static_cast<std::ptrdiff_t>(h) * segments_per_head_;
-    for (int i = 0; i < chunk.num_queries; ++i) {
-      int count = 0;
-      for (int s = 0; s < chunk.num_segments; ++s) {
-        const ChunkSegment<T>& segment = chunk.segments[s];
-        const auto [first, last] = chunk.visible(segment, i);
-        if (first >= last) continue;
-        KVSegment<T>& part = segments[count++];
-        part.query = chunk.query_row(segment.frame, i, 0);
-        part.keys = segment.keys + first * segment.token_stride;
-        part.values = segment.values + first * segment.token_stride;
-        part.token_stride = segment.token_stride;
-        part.head_stride = segment.head_stride;
-        part.length = last - first;
-        part.query_distance = static_cast<int>(chunk.distance(segment, i, first));
-      }
-      AttentionArgs<T> args;
-      args.num_query_heads = chunk.num_query_heads;
-      args.num_kv_heads = chunk.num_kv_heads;
-      args.head_dim = chunk.head_dim;
-      args.scale = scale;
-      args.alibi_slopes = chunk.alibi_slopes;
-      args.segments = segments;
-      args.num_segments = count;
-      kernel(args, AttentionOutput<compute_type>{out_rows + i * out.token_stride, out.head_stride,
-                                                 lse + i * chunk.num_query_heads});
-    }
   }
 
   template <class Src>

@@ -1,4 +1,5 @@
-# Cross-compiles SOURCES (gtest programs, ';'-separated) for AArch64 with
+# Cross-compiles SOURCES (gtest programs, ';'-separated, each optionally
+# "path|gtest filter") for AArch64 with
 # Debian's aarch64-linux-gnu-g++ and runs each under qemu-aarch64, with
 # googletest built from /usr/src/googletest (the arm64 libgtest is not
 # installable beside the amd64 one). Prints "SKIPPED: ..." and succeeds when
@@ -37,7 +38,14 @@ set(include_flags "")
 foreach(dir IN LISTS INCLUDE_DIRS)
   list(APPEND include_flags -I "${dir}")
 endforeach()
-foreach(source IN LISTS SOURCES)
+foreach(entry IN LISTS SOURCES)
+  string(REPLACE "|" ";" parts "${entry}")
+  list(GET parts 0 source)
+  set(filter "*")
+  list(LENGTH parts parts_count)
+  if(parts_count GREATER 1)
+    list(GET parts 1 filter)
+  endif()
   get_filename_component(name "${source}" NAME_WE)
   set(program "${WORK_DIR}/${name}")
   execute_process(COMMAND "${cross_cxx}" -std=c++17 -O2 -Wall -Wextra -Wpedantic -Werror ${FLAGS} ${include_flags}
@@ -47,7 +55,7 @@ foreach(source IN LISTS SOURCES)
   if(NOT status EQUAL 0)
     message(FATAL_ERROR "aarch64-linux-gnu-g++ ${FLAGS} ${source} failed:\n${errors}")
   endif()
-  execute_process(COMMAND "${qemu}" -L "${target_prefix}" "${program}" --gtest_brief=1 RESULT_VARIABLE status OUTPUT_VARIABLE output
+  execute_process(COMMAND "${qemu}" -L "${target_prefix}" "${program}" --gtest_brief=1 "--gtest_filter=${filter}" RESULT_VARIABLE status OUTPUT_VARIABLE output
                   ERROR_VARIABLE errors)
   message("${output}${errors}")
   if(NOT status EQUAL 0)

@@ -1,7 +1,10 @@
 // sinkkv::detail: the KV heads that share a retention policy.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "../config.hpp"
@@ -14,7 +17,7 @@ namespace sinkkv::detail {
 /// group, numbered layer-major. A layer's heads form *runs*: maximal ranges
 /// of consecutive KV heads of one group, which a kernel can take in one call.
 /// A uniform configuration has one group and one run per layer.
-/// Built once (allocates); every query is O(1).
+/// Built once (allocates; O(heads log groups)); every query is O(1).
 class PolicyGroups {
  public:
   struct HeadRun {
@@ -29,13 +32,14 @@ class PolicyGroups {
     group_of_.resize(heads);
     member_of_.resize(heads);
     run_begin_.assign(static_cast<std::size_t>(config.num_layers) + 1, 0);
+    std::map<std::pair<int, int>, int> group_index;  // (num_sinks, window) -> group, in order of first use
     for (int layer = 0; layer < config.num_layers; ++layer) {
       run_begin_[static_cast<std::size_t>(layer)] = static_cast<int>(runs_.size());
       for (int head = 0; head < num_kv_heads_; ++head) {
         const RetentionPolicy policy = config.policy(layer, head);
-        int group = 0;
-        while (group < num_groups() && policies_[static_cast<std::size_t>(group)] != policy) ++group;
-        if (group == num_groups()) {
+        const auto [found, added] = group_index.emplace(std::make_pair(policy.num_sinks, policy.window), num_groups());
+        const int group = found->second;
+        if (added) {
           policies_.push_back(policy);
           members_.push_back(0);
         }

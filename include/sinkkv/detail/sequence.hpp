@@ -475,6 +475,7 @@ AttentionArgs<T> single_query_args(Sequence<T>& sequence, const Store& store, co
                        });
   }
   AttentionArgs<T> args;
+  args.first_query_head = run.first_kv_head * model.config.group_size();
   args.num_query_heads = run.num_kv_heads * model.config.group_size();
   args.num_kv_heads = run.num_kv_heads;
   args.head_dim = model.config.head_dim;
@@ -534,6 +535,7 @@ ChunkArgs<T> chunk_args(Sequence<T>& sequence, const Store& store, const PolicyG
   }
   ChunkArgs<T> args;
   args.num_queries = n;
+  args.first_query_head = run.first_kv_head * model.config.group_size();
   args.num_query_heads = run.num_kv_heads * model.config.group_size();
   args.num_kv_heads = run.num_kv_heads;
   args.head_dim = model.config.head_dim;
@@ -594,6 +596,41 @@ const compute_t<T>* load_queries(Sequence<T>& sequence, const PolicyGroups::Head
   return sink_rows;
 }
 
+/// A chunk on a kernel that only takes single queries: one call per query,
+/// over the parts of the segments it sees. `segments`: scratch for as many
+/// segments as the chunk has.
+template <class T, class Kernel>
+void attend_per_query(const ChunkArgs<T>& chunk, const ChunkOutput<compute_t<T>>& out, Kernel& kernel,
+                      KVSegment<T>* segments) {
+  for (int i = 0; i < chunk.num_queries; ++i) {
+    int count = 0;
+    for (int s = 0; s < chunk.num_segments; ++s) {
+      const ChunkSegment<T>& segment = chunk.segments[s];
+      const auto [first, last] = chunk.visible(segment, i);
+      if (first >= last) continue;
+      KVSegment<T>& part = segments[count++];
+      part.query = chunk.query_row(segment.frame, i, 0);
+      part.keys = segment.keys + first * segment.token_stride;
+      part.values = segment.values + first * segment.token_stride;
+      part.token_stride = segment.token_stride;
+      part.head_stride = segment.head_stride;
+      part.length = last - first;
+      part.query_distance = static_cast<int>(chunk.distance(segment, i, first));
+    }
+    AttentionArgs<T> args;
+    args.first_query_head = chunk.first_query_head;
+    args.num_query_heads = chunk.num_query_heads;
+    args.num_kv_heads = chunk.num_kv_heads;
+    args.head_dim = chunk.head_dim;
+    args.scale = chunk.scale;
+    args.alibi_slopes = chunk.alibi_slopes;
+    args.segments = segments;
+    args.num_segments = count;
+    kernel(args, AttentionOutput<compute_t<T>>{out.data + i * out.query_stride, out.head_stride,
+                                               out.log_sum_exp + static_cast<std::ptrdiff_t>(i) * chunk.num_query_heads});
+  }
+}
+
 /// Attention of the current step's queries ([count, num_query_heads,
 /// head_dim]) over what each one sees, written to `out`. Calls `kernel`
 /// once per head run of the layer: natively with ChunkArgs when the kernel
@@ -638,35 +675,9 @@ void attend_rows(Sequence<T>& sequence, const Store& store, int layer, const Tok
       const ChunkArgs<T> args = chunk_args(sequence, store, run, stream_rows, sink_rows, scale, sequence.chunk_segments());
       kernel(args, ChunkOutput<C>{out_rows, out.token_stride, out.head_stride, lse});
     } else {
-      // A single-query kernel serves a chunk one query at a time, each over
-      // the parts of the segments it sees.
       const ChunkArgs<T> chunk = chunk_args(sequence, store, run, stream_rows, sink_rows, scale, sequence.chunk_segments());
-      KVSegment<T>* segments = sequence.segments();
-      for (int i = 0; i < n; ++i) {
-        int count = 0;
-        for (int s = 0; s < chunk.num_segments; ++s) {
-          const ChunkSegment<T>& segment = chunk.segments[s];
-          const auto [first, last] = chunk.visible(segment, i);
-          if (first >= last) continue;
-          KVSegment<T>& part = segments[count++];
-          part.query = chunk.query_row(segment.frame, i, 0);
-          part.keys = segment.keys + first * segment.token_stride;
-          part.values = segment.values + first * segment.token_stride;
-          part.token_stride = segment.token_stride;
-          part.head_stride = segment.head_stride;
-          part.length = last - first;
-          part.query_distance = static_cast<int>(chunk.distance(segment, i, first));
-        }
-        AttentionArgs<T> args;
-        args.num_query_heads = chunk.num_query_heads;
-        args.num_kv_heads = chunk.num_kv_heads;
-        args.head_dim = head_dim;
-        args.scale = scale;
-        args.alibi_slopes = chunk.alibi_slopes;
-        args.segments = segments;
-        args.num_segments = count;
-        kernel(args, AttentionOutput<C>{out_rows + i * out.token_stride, out.head_stride, lse + i * heads});
-      }
+      attend_per_query(chunk, ChunkOutput<C>{out_rows, out.token_stride, out.head_stride, lse}, kernel,
+                       sequence.segments());
     }
     if (options.sink_logits != nullptr) {
       for (int i = 0; i < n; ++i) {

@@ -54,6 +54,13 @@ SINKKV_ALWAYS_INLINE Vec min(Vec a, Vec b) { return vminq_f32(a, b); }
 SINKKV_ALWAYS_INLINE Vec fma(Vec a, Vec b, Vec c) { return vfmaq_f32(c, a, b); }
 SINKKV_ALWAYS_INLINE float reduce_add(Vec v) { return vaddvq_f32(v); }
 SINKKV_ALWAYS_INLINE float reduce_max(Vec v) { return vmaxvq_f32(v); }
+/// The 4 bytes at p (a float, or a pair of bfloat16) in every lane: a
+/// broadcast load, which FMAs may take as a memory operand.
+SINKKV_ALWAYS_INLINE Vec broadcast_load(const void* p) {
+  float x;
+  std::memcpy(&x, p, sizeof x);
+  return vdupq_n_f32(x);
+}
 /// exp of every lane for x <= 88.37; exactly 0 below kMin (and for -inf);
 /// NaN stays NaN.
 SINKKV_ALWAYS_INLINE Vec exp(Vec x) {

@@ -65,6 +65,13 @@ SINKKV_ALWAYS_INLINE float reduce_max(Vec v) {
   x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
   return _mm_cvtss_f32(x);
 }
+/// The 4 bytes at p (a float, or a pair of bfloat16) in every lane: a
+/// broadcast load, which FMAs may take as a memory operand.
+SINKKV_ALWAYS_INLINE Vec broadcast_load(const void* p) {
+  float x;
+  std::memcpy(&x, p, sizeof x);
+  return _mm256_set1_ps(x);
+}
 /// exp of every lane for x <= 88.37; exactly 0 below kMin (and for -inf);
 /// NaN stays NaN (the clamps keep their NaN operand).
 SINKKV_ALWAYS_INLINE Vec exp(Vec x) {

@@ -82,6 +82,13 @@ SINKKV_ALWAYS_INLINE float reduce_max(Vec v) {
   return _mm_cvtss_f32(x);
 }
 
+/// The 4 bytes at p (a float, or a pair of bfloat16) in every lane: a
+/// broadcast load, which FMAs may take as a memory operand.
+SINKKV_ALWAYS_INLINE Vec broadcast_load(const void* p) {
+  float x;
+  std::memcpy(&x, p, sizeof x);
+  return _mm512_set1_ps(x);
+}
 /// exp of every lane for x <= 88.37; exactly 0 far below kMin (and for
 /// -inf); NaN stays NaN (the clamps keep their NaN operand).
 SINKKV_ALWAYS_INLINE Vec exp(Vec x) {
@@ -152,6 +159,8 @@ SINKKV_ALWAYS_INLINE BfloatPairs keep_in_register(BfloatPairs v) {
 SINKKV_ALWAYS_INLINE BfloatPairs load_pairs(const void* p) {
   return reinterpret_cast<BfloatPairs>(_mm512_loadu_si512(p));
 }
+/// The same 64 bytes seen as 32 bfloat16 values.
+SINKKV_ALWAYS_INLINE BfloatPairs as_pairs(Vec v) { return reinterpret_cast<BfloatPairs>(v); }
 /// acc[i] += a[2i] * b[2i] + a[2i + 1] * b[2i + 1], in float.
 SINKKV_ALWAYS_INLINE Vec dot_pairs(Vec acc, BfloatPairs a, BfloatPairs b) { return _mm512_dpbf16_ps(acc, a, b); }
 /// 32 floats rounded to nearest-even bfloat16, stored at p as raw bits.

@@ -70,6 +70,13 @@ SINKKV_ALWAYS_INLINE float reduce_max(Vec v) {
   v = _mm_max_ss(v, _mm_shuffle_ps(v, v, 1));
   return _mm_cvtss_f32(v);
 }
+/// The 4 bytes at p (a float, or a pair of bfloat16) in every lane: a
+/// broadcast load, which FMAs may take as a memory operand.
+SINKKV_ALWAYS_INLINE Vec broadcast_load(const void* p) {
+  float x;
+  std::memcpy(&x, p, sizeof x);
+  return _mm_set1_ps(x);
+}
 /// exp of every lane for x <= 88.37; exactly 0 below kMin (and for -inf);
 /// NaN stays NaN (the clamps keep their NaN operand).
 SINKKV_ALWAYS_INLINE Vec exp(Vec x) {

@@ -25,21 +25,11 @@ inline namespace SINKKV_ABI_NAMESPACE {
 
 /// The sizes every variant of CpuKernel shares.
 struct CpuKernelLimits {
-  /// Largest token block; the block is shrunk so that its key rows fit in
-  /// about 16 KiB (a third of a typical L1 data cache).
-  static constexpr int kMaxBlockTokens = 64;
-  /// Query heads that share one read of a K/V row; larger groups are split
-  /// into passes that each read the rows again.
+  /// Rows (query heads, or query x head pairs) per pass of the portable
+  /// engine; more take several passes, each reading the K/V rows again.
   static constexpr int kMaxGroup = 16;
-  /// Largest head_dim for bfloat16 dot products (the rounded query rows of
-  /// a group live on the stack: kMaxGroup x 256 x 2 bytes).
+  /// Largest head_dim for bfloat16 dot products.
   static constexpr int kMaxBfloat16DotHeadDim = 256;
-  /// Tokens per block for this row size.
-  static constexpr int block_tokens(int head_dim, std::size_t element_bytes) {
-    const std::size_t rows = std::size_t{16384} / (static_cast<std::size_t>(head_dim) * element_bytes);
-    const int fitted = static_cast<int>(rows < kMaxBlockTokens ? rows : kMaxBlockTokens) / 16 * 16;
-    return fitted > 16 ? fitted : 16;
-  }
 };
 
 }  // namespace SINKKV_ABI_NAMESPACE
@@ -150,21 +140,20 @@ namespace sinkkv {
 // and variants, so neither can run the other's instructions.
 inline namespace SINKKV_ABI_NAMESPACE {
 
-/// Single-pass decode attention with an online softmax, one thread.
+/// Attention with an online softmax, one thread: decode (one query token,
+/// AttentionArgs) and chunks of queries (ChunkArgs), on one engine.
 ///
 /// Memory traffic is the cost of decode attention, so every key and value
 /// row is read from memory once for all the query heads that share it
-/// (grouped-query attention). Per KV head, tokens go in blocks small enough
-/// to stay in L1 (block_tokens()):
-///   1. scores of the block for all the group's query heads, as register
-///      tiles of (tokens x heads) dot products finished by one transposing
-///      reduction;
-///   2. per head: ALiBi bias, block maximum, one rescale factor for the
-///      running output, exp() of the block's scores (vectorised polynomial);
-///   3. the weighted value rows added to the running output, as register
-///      tiles of (heads x dimension chunk) accumulators.
-/// The running output lives in `out` itself and the scores in a small stack
-/// array: zero allocations per call, stack use about 5 KiB.
+/// (grouped-query attention); a chunk is computed in tiles of (queries x
+/// heads) rows, each reading the K/V tokens its queries see once. Tokens go
+/// in blocks small enough to stay in L1: scores of the block for the whole
+/// row tile (a query-tile x key-tile product), an online-softmax update per
+/// row with each row's band masked exactly, then the weighted value rows
+/// added to the running output in register tiles (see
+/// detail/cpu_kernel_variant.inl). Key tiles outside every row's band are
+/// skipped. The running output lives in `out` itself and everything else
+/// on the stack (about 80 KiB): zero allocations per call.
 ///
 /// Instruction sets: the algorithm is compiled once per variant (AVX-512
 /// with and without AVX512-BF16, AVX2+FMA+F16C, SSE2, NEON on AArch64, and
@@ -172,22 +161,21 @@ inline namespace SINKKV_ABI_NAMESPACE {
 /// variant the CPU has (CPUID, checked once per process), or the one it is
 /// constructed with, or the one the environment variable SINKKV_CPU_ISA
 /// names. Storage float, Eigen::half and Eigen::bfloat16 take the vector
-/// path when head_dim is a multiple of the vector width; double storage and
-/// other head sizes take the portable loop with the same single-read
-/// structure (groups of up to kMaxGroup query heads).
+/// path when head_dim is a multiple of the vector width (up to 512 on
+/// AVX-512); double storage and other head sizes take the portable loop
+/// with the same single-read structure.
 ///
 /// Arithmetic is float for float/half/bfloat16 (double for double); results
 /// match ReferenceKernel to float rounding on every variant (see
 /// tests/kernels_cpu_test.cpp). NaN or infinity in a query, key or value
 /// gives a non-finite output, as the reference does, never a finite one.
 /// The one exception to exactness is opt-in: bfloat16_dot_products.
-/// Cost: O(num_query_heads * num_tokens * head_dim) flops,
-/// 2 * num_kv_heads * num_tokens * head_dim * sizeof(T) bytes read.
+/// Cost: O(num_query_heads * num_tokens * head_dim) flops per query (only
+/// the tokens a query sees), 2 * num_kv_heads * num_tokens * head_dim *
+/// sizeof(T) bytes read per decode call and per query tile of a chunk.
 /// Thread-safety: a const call touches only its arguments and the stack;
 /// any number of threads may share one kernel.
 struct CpuKernel {
-  static constexpr int kMaxBlockTokens = detail::CpuKernelLimits::kMaxBlockTokens;
-  static constexpr int kMaxGroup = detail::CpuKernelLimits::kMaxGroup;
   static constexpr int kMaxBfloat16DotHeadDim = detail::CpuKernelLimits::kMaxBfloat16DotHeadDim;
 
   /// Allows bfloat16 scores: for bfloat16 storage, the query is rounded to
@@ -233,15 +221,31 @@ struct CpuKernel {
       return decltype(variant)::template uses_vector_path<T>(head_dim);
     });
   }
-  /// Tokens per block for this row size.
-  static constexpr int block_tokens(int head_dim, std::size_t element_bytes) {
-    return detail::CpuKernelLimits::block_tokens(head_dim, element_bytes);
-  }
-
+  /// Decode: one query token, every head (the AttentionKernel contract).
   template <class T>
   void operator()(const AttentionArgs<T>& args, const AttentionOutput<compute_t<T>>& out) const {
     const bool pairs = bfloat16_dot_products;
     detail::with_variant(instruction_set_, [&](auto variant) { decltype(variant)::attend(args, out, pairs); });
+  }
+
+  /// A chunk of queries (the ChunkAttentionKernel contract): every query
+  /// and head of `out`.
+  template <class T>
+  void operator()(const ChunkArgs<T>& args, const ChunkOutput<compute_t<T>>& out) const {
+    attend_queries(args, out, 0, args.num_queries);
+  }
+
+  /// Queries [first_query, first_query + num_queries) of a chunk only (their
+  /// rows of `out`; the others are not touched): how ParallelCpuKernel
+  /// splits a chunk between threads. @pre 0 <= first_query,
+  /// first_query + num_queries <= args.num_queries.
+  template <class T>
+  void attend_queries(const ChunkArgs<T>& args, const ChunkOutput<compute_t<T>>& out, int first_query,
+                      int num_queries) const {
+    const bool pairs = bfloat16_dot_products;
+    detail::with_variant(instruction_set_, [&](auto variant) {
+      decltype(variant)::attend_chunk(args, out, first_query, num_queries, pairs);
+    });
   }
 
  private:

@@ -197,10 +197,14 @@ struct is_task_pool<Pool, std::void_t<decltype(static_cast<int>(std::declval<con
 template <class Pool>
 inline constexpr bool is_task_pool_v = is_task_pool<Pool>::value;
 
-/// Decode attention split across threads, flash-decoding style: the cached
+/// Attention split across threads. Decode, flash-decoding style: the cached
 /// tokens (all segments, in order) are cut into one contiguous range per
 /// thread, each range runs CpuKernel into its own partial output, and the
-/// partials are merged exactly by log-sum-exp (merge_partial).
+/// partials are merged exactly by log-sum-exp (merge_partial). Chunks: the
+/// queries are cut into contiguous ranges of equal work (visible tokens),
+/// each written by its thread straight into `out`; a chunk with fewer
+/// queries than threads is split by tokens like decode and merged (a query
+/// that sees no token of a part gets log-sum-exp -inf there).
 ///
 /// The pool is the caller's: a sinkkv::ThreadPool, any type with the two
 /// members of is_task_pool_v, or nullptr (single-threaded). It must outlive
@@ -208,7 +212,9 @@ inline constexpr bool is_task_pool_v = is_task_pool<Pool>::value;
 /// constructor for up to `max_query_heads` x `max_head_dim`; a call never
 /// creates a thread and never allocates (provided the pool's run() does
 /// not). Calls that would gain nothing (fewer than 2 * kMinTokensPerThread
-/// tokens), exceed the scratch, or have more than kMaxSegments segments run
+/// tokens, or (query, visible token) pairs for a chunk), exceed the scratch
+/// (a token-split chunk needs num_queries * num_query_heads <=
+/// max_query_heads), or have more than kMaxSegments segments run
 /// single-threaded on the caller: same result, no error. One call at a time
 /// per object (the scratch is shared).
 ///
@@ -270,6 +276,88 @@ class ParallelCpuKernel {
     return std::max(1, std::min(max_partials_ + 1, by_size));
   }
 
+  /// A chunk (see the class comment).
+  template <class T>
+  void operator()(const ChunkArgs<T>& args, const ChunkOutput<compute_t<T>>& out) const {
+    using C = compute_t<T>;
+    // Work per query: the tokens it sees; contiguous query ranges of equal work.
+    std::int64_t total = 0;
+    for (int i = 0; i < args.num_queries; ++i) total += visible_tokens(args, i);
+    const int threads = static_cast<int>(
+        std::min<std::int64_t>(max_partials_ + 1, std::max<std::int64_t>(1, total / kMinTokensPerThread)));
+    if (threads < 2) {
+      kernel(args, out);
+      return;
+    }
+    if (args.num_queries >= threads) {
+      int first[kMaxThreads + 1];
+      first[0] = 0;
+      std::int64_t done = 0;
+      int part = 1;
+      for (int i = 0; i < args.num_queries && part < threads; ++i) {
+        done += visible_tokens(args, i);
+        while (part < threads && done * threads >= total * part) first[part++] = i + 1;
+      }
+      while (part <= threads) first[part++] = args.num_queries;
+      auto work = [&](int p) {
+        if (first[p + 1] > first[p]) kernel.attend_queries(args, out, first[p], first[p + 1] - first[p]);
+      };
+      IndexTask task(work);
+      run_tasks(threads, task);
+      return;
+    }
+    // Fewer queries than threads: split the tokens, merge by log-sum-exp.
+    int tokens = 0;
+    for (int s = 0; s < args.num_segments; ++s) tokens += args.segments[s].length;
+    if (args.num_segments > kMaxSegments || args.num_queries * args.num_query_heads > max_query_heads_ ||
+        args.head_dim > max_head_dim_) {
+      kernel(args, out);
+      return;
+    }
+    C* scratch = scratch_for<C>();
+    const std::ptrdiff_t rows = max_query_heads_;
+    ChunkSegment<T> segments[kMaxThreads][kMaxSegments];
+    ChunkArgs<T> part_args[kMaxThreads];
+    ChunkOutput<C> part_out[kMaxThreads];
+    for (int p = 0; p < threads; ++p) {
+      const int begin = static_cast<int>(static_cast<std::int64_t>(tokens) * p / threads);
+      const int end = static_cast<int>(static_cast<std::int64_t>(tokens) * (p + 1) / threads);
+      int count = 0;
+      int first = 0;  // token index where segment s starts
+      for (int s = 0; s < args.num_segments; ++s) {
+        const ChunkSegment<T>& segment = args.segments[s];
+        const int lo = std::max(begin, first);
+        const int hi = std::min(end, first + segment.length);
+        if (lo < hi) segments[p][count++] = segment.slice(lo - first, hi - lo);
+        first += segment.length;
+      }
+      part_args[p] = args;
+      part_args[p].segments = segments[p];
+      part_args[p].num_segments = count;
+      if (p == 0) {
+        part_out[p] = out;
+      } else {
+        // [num_queries][num_query_heads][head_dim], then the log-sum-exps
+        C* base = scratch + (p - 1) * rows * (max_head_dim_ + 1);
+        part_out[p] = ChunkOutput<C>{base, static_cast<std::ptrdiff_t>(args.num_query_heads) * args.head_dim,
+                                     args.head_dim, base + rows * max_head_dim_};
+      }
+    }
+    auto work = [&](int p) { kernel(part_args[p], part_out[p]); };
+    IndexTask task(work);
+    run_tasks(threads, task);
+    for (int p = 1; p < threads; ++p) {
+      for (int i = 0; i < args.num_queries; ++i) {
+        const std::ptrdiff_t lse = static_cast<std::ptrdiff_t>(i) * args.num_query_heads;
+        merge(args.num_query_heads, args.head_dim,
+              AttentionOutput<C>{out.data + i * out.query_stride, out.head_stride, out.log_sum_exp + lse},
+              AttentionOutput<C>{part_out[p].data + i * part_out[p].query_stride, part_out[p].head_stride,
+                                 part_out[p].log_sum_exp + lse});
+      }
+    }
+  }
+
+  /// Decode (see the class comment).
   template <class T>
   void operator()(const AttentionArgs<T>& args, const AttentionOutput<compute_t<T>>& out) const {
     using C = compute_t<T>;
@@ -309,15 +397,29 @@ class ParallelCpuKernel {
     }
     auto work = [&](int p) { kernel(part_args[p], part_out[p]); };
     IndexTask task(work);
-    if (run_ != nullptr) {
-      run_(pool_, threads, task);
-    } else {
-      for (int p = 0; p < threads; ++p) task(p);
-    }
+    run_tasks(threads, task);
     for (int p = 1; p < threads; ++p) merge(args.num_query_heads, args.head_dim, out, part_out[p]);
   }
 
  private:
+  template <class T>
+  static std::int64_t visible_tokens(const ChunkArgs<T>& args, int query) {
+    std::int64_t n = 0;
+    for (int s = 0; s < args.num_segments; ++s) {
+      const std::pair<int, int> visible = args.visible(args.segments[s], query);
+      n += visible.second - visible.first;
+    }
+    return n;
+  }
+
+  void run_tasks(int count, IndexTask& task) const {
+    if (run_ != nullptr) {
+      run_(pool_, count, task);
+    } else {
+      for (int p = 0; p < count; ++p) task(p);
+    }
+  }
+
   /// merge_partial (attention.hpp), compiled here under this unit's tag.
   template <class C>
   static void merge(int num_heads, int head_dim, const AttentionOutput<C>& a, const AttentionOutput<C>& b) {

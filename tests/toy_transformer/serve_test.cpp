@@ -209,12 +209,17 @@ TEST(Serving, ABudgetForFewerSequencesQueuesTheRestAndCompletesThemAll) {
   ASSERT_GT(all, config.max_pages) << "the requests must need more pages than the budget, in all";
   Recorder recorder(weights.config.vocab_size);
   bool waited_with_free_streams = false;
+  std::int64_t batched = 0;  // each step's batch: the streams still in flight after it and those it finished
+  int completed = 0;
   while (server.step(&recorder)) {
     const toy::ServeStats& s = server.stats();
     ASSERT_LE(server.pool().pages_in_use(), config.max_pages);
     ASSERT_LE(s.in_flight, c.streams);
     if (s.queued > 0 && s.in_flight < c.streams) waited_with_free_streams = true;
+    batched += s.in_flight + (s.completed - completed);
+    completed = s.completed;
   }
+  EXPECT_EQ(server.stats().batched_sequences, batched);
   EXPECT_TRUE(waited_with_free_streams) << "the budget, not the streams, should have held requests back";
   EXPECT_LT(server.stats().most_in_flight, c.streams);
   EXPECT_EQ(server.stats().completed, c.total);

@@ -142,6 +142,7 @@ struct ServeStats {
   int most_in_flight = 0;
   std::int64_t most_pages_in_use = 0;
   std::int64_t most_rows = 0;  ///< largest batch, in tokens
+  std::int64_t batched_sequences = 0;  ///< sequences in each step's batch, summed over the steps
 };
 
 /// The simulation. Construction allocates everything: the pool, the batch's
@@ -225,6 +226,7 @@ class Server {
       rows += more;
     }
     const float* logits = model_->forward(entries_.data(), count, *pool_, threads_);
+    stats_.batched_sequences += count;
     const int vocab = model_->config().vocab_size;
 
     // Backwards: a finished stream is swapped with the last, already seen.

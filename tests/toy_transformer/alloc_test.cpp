@@ -118,12 +118,11 @@ toy::ModelConfig serve_shape(int dim, int hidden, int layers, int heads, int kv_
   return c;
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, ServingNoAllocation,
-                         ::testing::Values(ServeShape{"trained_64_streams", serve_shape(128, 352, 6, 4, 2, 768), 64, 1},
-                                           ServeShape{"trained_64_streams_2_threads", serve_shape(128, 352, 6, 4, 2, 768),
-                                                      64, 2},
-                                           ServeShape{"larger_8_streams_2_threads", serve_shape(512, 1408, 2, 8, 2, 4096),
-                                                      8, 2}),
-                         [](const ::testing::TestParamInfo<ServeShape>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ServingNoAllocation,
+    ::testing::Values(ServeShape{"trained_64_streams", serve_shape(128, 352, 6, 4, 2, 768), 64, 1},
+                      ServeShape{"trained_64_streams_2_threads", serve_shape(128, 352, 6, 4, 2, 768), 64, 2},
+                      ServeShape{"larger_8_streams_2_threads", serve_shape(512, 1408, 2, 8, 2, 4096), 8, 2}),
+    [](const ::testing::TestParamInfo<ServeShape>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -90,7 +90,8 @@ void expect_matches_alone(const toy::ModelWeights& weights, const toy::ServeConf
     ASSERT_EQ(static_cast<int>(served.tokens.size()), request.tokens) << "request " << request.index;
     PolicySpec spec = config.spec;
     if (spec.policy == Policy::kDense) spec.window = static_cast<int>(request.cached_tokens());
-    toy::Decoder alone(weights, spec, std::max(1, std::min(config.prefill_chunk, static_cast<int>(request.inputs.size()))));
+    toy::Decoder alone(weights, spec,
+                       std::max(1, std::min(config.prefill_chunk, static_cast<int>(request.inputs.size()))));
     toy::Sampler sampler(vocab, config.temperature, config.top_p, request.seed);
     const float* logits = alone.prefill(request.inputs.data(), request.inputs.size());
     for (int k = 0; k < request.tokens; ++k) {
@@ -108,8 +109,8 @@ void expect_matches_alone(const toy::ModelWeights& weights, const toy::ServeConf
       if (own != token) {
         std::vector<float> sorted(logits, logits + vocab);
         std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-        const bool near_tie =
-            config.temperature == 0 && sorted[0] - sorted[1] <= 2 * (kServeTolerance + kServeTolerance * std::abs(sorted[0]));
+        const bool near_tie = config.temperature == 0 &&
+                              sorted[0] - sorted[1] <= 2 * (kServeTolerance + kServeTolerance * std::abs(sorted[0]));
         ASSERT_TRUE(near_tie) << "request " << request.index << " token " << k << ": served " << token
                               << ", decoded alone " << own;
         ++result->near_ties;
@@ -171,20 +172,21 @@ TEST_P(ServedStreams, EachStreamGetsWhatItGetsDecodedAlone) {
   EXPECT_EQ(server.stats().most_in_flight, c.streams);
   AloneResult result;
   expect_matches_alone(weights, server.config(), requests, recorder, &result);
-  EXPECT_LE(result.near_ties * 100, result.tokens) << result.near_ties << " near ties in " << result.tokens << " tokens";
+  EXPECT_LE(result.near_ties * 100, result.tokens)
+      << result.near_ties << " near ties in " << result.tokens << " tokens";
   std::printf("[ %s ] %d tokens, largest logit difference %.2g, %d near ties\n", c.name, result.tokens, result.worst,
               result.near_ties);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Policies, ServedStreams,
-    ::testing::Values(ServeCase{"sink_greedy", 4, 2, PolicySpec{Policy::kSink, 4, 28}, 0.0f, 5, 12, 20, 150, 0, 20, 8, 8},
-                      ServeCase{"sink_sampled_gqa4", 4, 1, PolicySpec{Policy::kSink, 2, 30}, 0.9f, 4, 10, 20, 150, 0,
-                                12, 5, 4},
-                      ServeCase{"window_one_token_prompts", 2, 2, PolicySpec{Policy::kWindow, 0, 17}, 0.0f, 6, 14, 10,
-                                90, 0, 0, 16, 16},
-                      ServeCase{"dense", 4, 2, PolicySpec{Policy::kDense, 0, 1}, 0.8f, 3, 7, 10, 60, 0, 9, 4, 8},
-                      ServeCase{"mixed_per_head", 4, 2, mixed_spec(), 0.0f, 5, 11, 20, 120, 0, 15, 6, 8}),
+    ::testing::Values(
+        ServeCase{"sink_greedy", 4, 2, PolicySpec{Policy::kSink, 4, 28}, 0.0f, 5, 12, 20, 150, 0, 20, 8, 8},
+        ServeCase{"sink_sampled_gqa4", 4, 1, PolicySpec{Policy::kSink, 2, 30}, 0.9f, 4, 10, 20, 150, 0, 12, 5, 4},
+        ServeCase{"window_one_token_prompts", 2, 2, PolicySpec{Policy::kWindow, 0, 17}, 0.0f, 6, 14, 10, 90, 0, 0, 16,
+                  16},
+        ServeCase{"dense", 4, 2, PolicySpec{Policy::kDense, 0, 1}, 0.8f, 3, 7, 10, 60, 0, 9, 4, 8},
+        ServeCase{"mixed_per_head", 4, 2, mixed_spec(), 0.0f, 5, 11, 20, 120, 0, 15, 6, 8}),
     [](const ::testing::TestParamInfo<ServeCase>& info) { return std::string(info.param.name); });
 
 // A budget that holds fewer sequences than there are streams: the rest wait
@@ -308,8 +310,8 @@ TEST(TiledProducts, EqualAPlainLoopOverEveryShape) {
        std::vector<std::array<int, 3>>{{1, 1, 1}, {3, 70, 5}, {64, 64, 64}, {65, 129, 200}, {130, 7, 600}}) {
     for (bool accumulate : {false, true}) {
       const int in_stride = depth + 3, out_stride = columns + 2;
-      std::vector<float> in(static_cast<std::size_t>(rows * in_stride)), weight(static_cast<std::size_t>(columns * depth)),
-          out(static_cast<std::size_t>(rows * out_stride));
+      std::vector<float> in(static_cast<std::size_t>(rows * in_stride)),
+          weight(static_cast<std::size_t>(columns * depth)), out(static_cast<std::size_t>(rows * out_stride));
       for (float& x : in) x = rng.symmetric(1);
       for (float& x : weight) x = rng.symmetric(1);
       for (float& x : out) x = rng.symmetric(1);
@@ -326,8 +328,8 @@ TEST(TiledProducts, EqualAPlainLoopOverEveryShape) {
         }
       }
       toy::TiledProducts products;
-      const toy::TiledProducts::Product p{in.data(), in_stride, weight.data(), columns, depth, out.data(), out_stride,
-                                          accumulate};
+      const toy::TiledProducts::Product p{in.data(), in_stride,  weight.data(), columns,
+                                          depth,     out.data(), out_stride,    accumulate};
       products.run(&p, 1, rows, &threads);
       for (int r = 0; r < rows; ++r) {
         for (int c = 0; c < out_stride; ++c) {
@@ -378,22 +380,24 @@ TEST(BatchedTransformer, BadBatchesChangeNothing) {
 
 TEST(Serving, ARequestLongerThanTheBudgetIsAnError) {
   const toy::ModelWeights weights = toy::random_weights(toy_test::small_config(4, 2, 8), 83);
-  toy::ServeConfig config = serve_config(ServeCase{"", 4, 2, PolicySpec{Policy::kSink, 4, 28}, 0.0f, 2, 3, 40, 40, 0,
-                                                   0, 8, 8});
+  toy::ServeConfig config =
+      serve_config(ServeCase{"", 4, 2, PolicySpec{Policy::kSink, 4, 28}, 0.0f, 2, 3, 40, 40, 0, 0, 8, 8});
   config.max_pages = 10;
   try {
     toy::Server server(weights, config, toy::make_requests(config, weights.config.vocab_size));
     ADD_FAILURE() << "accepted";
   } catch (const toy::Error& e) {
-    EXPECT_STREQ(e.what(), "a request of 40 tokens needs 16 pages of 8 tokens, but the pool holds only 10: raise the budget");
+    EXPECT_STREQ(e.what(),
+                 "a request of 40 tokens needs 16 pages of 8 tokens, but the pool holds only 10: raise the budget");
   }
   config.spec = PolicySpec{Policy::kRecompute, 0, 8};
   try {
     toy::Server server(weights, config, toy::make_requests(toy::ServeConfig{}, weights.config.vocab_size));
     ADD_FAILURE() << "accepted";
   } catch (const toy::Error& e) {
-    EXPECT_STREQ(e.what(), "serving keeps K/V in a sinkkv::SequencePool: policy recompute is not one (sink, window, "
-                           "dense, mixed)");
+    EXPECT_STREQ(e.what(),
+                 "serving keeps K/V in a sinkkv::SequencePool: policy recompute is not one (sink, window, "
+                 "dense, mixed)");
   }
 }
 

@@ -135,8 +135,9 @@ class BatchedTransformer {
       : w_(weights), max_rows_(max_rows), max_entries_(max_entries) {
     const ModelConfig& c = w_.config;
     c.validate();
-    TOY_CHECK(max_entries >= 1 && max_rows >= max_entries && max_rows <= (1 << 20),
-              "batch of " << max_entries << " sequences and " << max_rows << " rows: need 1 <= sequences <= rows <= 2^20");
+    TOY_CHECK(
+        max_entries >= 1 && max_rows >= max_entries && max_rows <= (1 << 20),
+        "batch of " << max_entries << " sequences and " << max_rows << " rows: need 1 <= sequences <= rows <= 2^20");
     x_.setZero(max_rows, c.dim);
     xb_.setZero(max_rows, c.dim);
     q_.setZero(max_rows, c.dim);
@@ -181,8 +182,9 @@ class BatchedTransformer {
     const auto product = [&](const RowMatrix& in, const std::vector<float>& weight, int layer, int columns,
                              RowMatrix& out, bool accumulate) {
       const std::ptrdiff_t depth = in.cols();
-      return TiledProducts::Product{in.data(), depth, weight.data() + layer * columns * depth, columns,
-                                    static_cast<int>(depth), out.data(), out.cols(), accumulate};
+      return TiledProducts::Product{
+          in.data(),  depth,     weight.data() + layer * columns * depth, columns, static_cast<int>(depth), out.data(),
+          out.cols(), accumulate};
     };
     for (int l = 0; l < c.num_layers; ++l) {
       rms_norm_rows(x, w_.rms_att.data() + l * d, inverse_rms_, xb);
@@ -252,8 +254,8 @@ class BatchedTransformer {
         TOY_CHECK(e.tokens[t] >= 0 && e.tokens[t] < c.vocab_size,
                   "batch entry " << i << ": token " << e.tokens[t] << " outside [0, " << c.vocab_size << ")");
       }
-      TOY_CHECK(pool.contains(e.sequence), "batch entry " << i << ": sequence " << e.sequence.value
-                                                          << " is not in the pool");
+      TOY_CHECK(pool.contains(e.sequence),
+                "batch entry " << i << ": sequence " << e.sequence.value << " is not in the pool");
       for (int j = 0; j < i; ++j) {
         TOY_CHECK(entries[j].sequence != e.sequence,
                   "batch entries " << j << " and " << i << " are both sequence " << e.sequence.value);
@@ -262,9 +264,8 @@ class BatchedTransformer {
       TOY_CHECK(rows <= max_rows_, "batch of more than " << max_rows_ << " tokens");
       pages += pool.pages_needed(e.sequence, e.num_tokens);
     }
-    TOY_CHECK(pages <= pool.free_pages(), "the batch's step needs " << pages << " more pages, but "
-                                                                    << pool.free_pages() << " of "
-                                                                    << pool.max_pages() << " are free");
+    TOY_CHECK(pages <= pool.free_pages(), "the batch's step needs " << pages << " more pages, but " << pool.free_pages()
+                                                                    << " of " << pool.max_pages() << " are free");
     return rows;
   }
 
@@ -273,18 +274,18 @@ class BatchedTransformer {
   int max_entries_;
   sinkkv::CpuKernel kernel_;
   TiledProducts products_;
-  RowMatrix x_;                   // [max_rows, dim] residual stream, one row per token of the batch
-  RowMatrix xb_;                  // [max_rows, dim] normalised input of a block
-  RowMatrix q_;                   // [max_rows, num_heads * head_dim]
-  RowMatrix k_;                   // [max_rows, num_kv_heads * head_dim]
-  RowMatrix v_;                   // [max_rows, num_kv_heads * head_dim]
-  RowMatrix att_;                 // [max_rows, num_heads * head_dim] attention output
-  RowMatrix hb_;                  // [max_rows, hidden_dim]
-  RowMatrix hb2_;                 // [max_rows, hidden_dim]
-  Eigen::VectorXf inverse_rms_;   // [max_rows]
-  RowMatrix last_;                // [max_entries, dim] each entry's last row
-  RowMatrix last_xb_;             // [max_entries, dim]
-  RowMatrix logits_;              // [max_entries, vocab_size]
+  RowMatrix x_;                  // [max_rows, dim] residual stream, one row per token of the batch
+  RowMatrix xb_;                 // [max_rows, dim] normalised input of a block
+  RowMatrix q_;                  // [max_rows, num_heads * head_dim]
+  RowMatrix k_;                  // [max_rows, num_kv_heads * head_dim]
+  RowMatrix v_;                  // [max_rows, num_kv_heads * head_dim]
+  RowMatrix att_;                // [max_rows, num_heads * head_dim] attention output
+  RowMatrix hb_;                 // [max_rows, hidden_dim]
+  RowMatrix hb2_;                // [max_rows, hidden_dim]
+  Eigen::VectorXf inverse_rms_;  // [max_rows]
+  RowMatrix last_;               // [max_entries, dim] each entry's last row
+  RowMatrix last_xb_;            // [max_entries, dim]
+  RowMatrix logits_;             // [max_entries, vocab_size]
   std::vector<sinkkv::BatchItem<float, float>> items_;  // [max_entries] attend_batch's items
 };
 

@@ -42,20 +42,20 @@ struct ServeRequest {
 
 /// The simulation: requests, their lengths, the batch and the pool.
 struct ServeConfig {
-  PolicySpec spec;          ///< sink, window, dense (window: the longest request) or mixed
-  int streams = 4;          ///< sequences in flight at most (the pool's max_sequences)
-  int total = 16;           ///< requests, all queued at the start
-  int min_tokens = 64;      ///< tokens each request generates: uniform in [min_tokens, max_tokens]
+  PolicySpec spec;      ///< sink, window, dense (window: the longest request) or mixed
+  int streams = 4;      ///< sequences in flight at most (the pool's max_sequences)
+  int total = 16;       ///< requests, all queued at the start
+  int min_tokens = 64;  ///< tokens each request generates: uniform in [min_tokens, max_tokens]
   int max_tokens = 256;
-  int min_prompt = 0;       ///< random prompt tokens after the start token: uniform in [min_prompt, max_prompt]
+  int min_prompt = 0;  ///< random prompt tokens after the start token: uniform in [min_prompt, max_prompt]
   int max_prompt = 0;
   int start_token = 1;
   float temperature = 1.0f;
   float top_p = 0.9f;
-  std::uint64_t seed = 1;   ///< request i samples with seed + i; the lengths come from seed too
-  int prefill_chunk = 16;   ///< prompt tokens one sequence feeds per step at most
-  int batch_tokens = 0;     ///< tokens per forward pass at most (0: streams + chunk - 1)
-  int page_tokens = 16;     ///< tokens per pool page (a power of two)
+  std::uint64_t seed = 1;      ///< request i samples with seed + i; the lengths come from seed too
+  int prefill_chunk = 16;      ///< prompt tokens one sequence feeds per step at most
+  int batch_tokens = 0;        ///< tokens per forward pass at most (0: streams + chunk - 1)
+  int page_tokens = 16;        ///< tokens per pool page (a power of two)
   std::int64_t max_pages = 0;  ///< the pool's budget (0: every stream at its longest)
 
   void validate(int vocab_size) const {
@@ -141,7 +141,7 @@ struct ServeStats {
   int queued = 0;
   int most_in_flight = 0;
   std::int64_t most_pages_in_use = 0;
-  std::int64_t most_rows = 0;  ///< largest batch, in tokens
+  std::int64_t most_rows = 0;          ///< largest batch, in tokens
   std::int64_t batched_sequences = 0;  ///< sequences in each step's batch, summed over the steps
 };
 
@@ -170,8 +170,8 @@ class Server {
       config_.spec.num_sinks = 0;
     }
     config_.spec.validate(model);
-    const int chunk = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(config_.prefill_chunk),
-                                                             longest_inputs));
+    const int chunk =
+        static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(config_.prefill_chunk), longest_inputs));
     if (config_.batch_tokens == 0) config_.batch_tokens = config_.streams + chunk - 1;
 
     sinkkv::PoolConfig pool_config;
@@ -183,8 +183,7 @@ class Server {
         config_.max_pages > 0 ? config_.max_pages : static_cast<std::int64_t>(config_.streams) * longest_pages_;
     TOY_CHECK(longest_pages_ <= pool_config.max_pages,
               "a request of " << longest << " tokens needs " << longest_pages_ << " pages of " << config_.page_tokens
-                              << " tokens, but the pool holds only "
-                              << pool_config.max_pages << ": raise the budget");
+                              << " tokens, but the pool holds only " << pool_config.max_pages << ": raise the budget");
     config_.max_pages = pool_config.max_pages;
     pool_ = std::make_unique<sinkkv::SequencePool<float>>(pool_config);
     model_ = std::make_unique<BatchedTransformer>(weights, config_.batch_tokens, config_.streams);
@@ -219,9 +218,9 @@ class Server {
     for (int i = 0; i < count && rows < config_.batch_tokens; ++i) {
       Stream& s = streams_[static_cast<std::size_t>(live_[static_cast<std::size_t>(i)])];
       if (s.fed >= s.request->inputs.size()) continue;
-      const int more = static_cast<int>(std::min<std::size_t>(
-          {s.request->inputs.size() - s.fed - 1, static_cast<std::size_t>(chunk - 1),
-           static_cast<std::size_t>(config_.batch_tokens - rows)}));
+      const int more = static_cast<int>(
+          std::min<std::size_t>({s.request->inputs.size() - s.fed - 1, static_cast<std::size_t>(chunk - 1),
+                                 static_cast<std::size_t>(config_.batch_tokens - rows)}));
       entries_[static_cast<std::size_t>(i)].num_tokens += more;
       rows += more;
     }
@@ -282,9 +281,9 @@ class Server {
     Sampler sampler;
     sinkkv::SequenceId id;
     const ServeRequest* request = nullptr;
-    std::size_t fed = 0;      // inputs fed so far
-    int generated = 0;        // tokens sampled so far
-    std::int32_t last = 0;    // the last sampled token: the next input
+    std::size_t fed = 0;        // inputs fed so far
+    int generated = 0;          // tokens sampled so far
+    std::int32_t last = 0;      // the last sampled token: the next input
     std::int64_t reserved = 0;  // pages it holds at its end
   };
 

@@ -11,7 +11,12 @@
 //             larger random shape, with where the time goes;
 //  duo        memory and decode latency of a DuoAttention-style mix (a quarter
 //             of the KV heads keep a 4,096-token window, the others 4 sinks +
-//             252) against a uniform 4,096-token window, same run.
+//             252) against a uniform 4,096-token window, same run;
+//  serve      aggregate tokens/s of 1, 4, 16 and 64 streams served in
+//             lock-step (toy/serve.hpp: batched products, batched attention,
+//             one SequencePool) against the same requests decoded one after
+//             another by a toy::Decoder, and memory per stream, at the
+//             committed models' shape and at the larger random shape.
 //
 // Seeded random weights (toy::random_weights): latency does not depend on
 // what the weights are. One thread. Prints Markdown tables.
@@ -22,7 +27,7 @@
 // cache positions 0..L-1 (one at a time, or as chunks), classifier for the
 // last one only.
 //
-//   e2e_bench [--sections recompute,stream,prefill,duo] [--max-tokens N] [--stream-only]
+//   e2e_bench [--sections recompute,stream,prefill,duo,serve] [--max-tokens N] [--stream-only]
 //             [--prefill-tokens N] [--repeats N] [--smoke]
 // GCC 12.1/12.2 (PR 105593) reports "__Y is used uninitialized" inside the
 // AVX-512 intrinsics of Eigen's GEMV, inlined into the toy model's forward
@@ -35,6 +40,8 @@
 #include <toy/checkpoint.hpp>
 #include <toy/head_policy.hpp>
 #include <toy/model.hpp>
+#include <toy/sampler.hpp>
+#include <toy/serve.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -328,6 +335,94 @@ void duo_table(const std::vector<toy::ModelConfig>& shapes, int long_window, int
   }
 }
 
+// ---- serve ---------------------------------------------------------------------
+
+/// The requests of `config` decoded one after another on one Decoder (its
+/// cache reset between them), each with its own sampler: the reference the
+/// server is timed against. Returns the tokens generated.
+std::int64_t decode_one_after_another(toy::Decoder& decoder, const toy::ServeConfig& config,
+                                      const std::vector<toy::ServeRequest>& requests, int vocab) {
+  std::int64_t generated = 0;
+  toy::Sampler sampler(vocab, config.temperature, config.top_p, 0);
+  for (const toy::ServeRequest& r : requests) {
+    decoder.reset();
+    sampler.restart(r.seed);
+    const float* logits = decoder.prefill(r.inputs.data(), r.inputs.size());
+    for (int k = 0; k < r.tokens; ++k, ++generated) {
+      const int token = sampler.sample(logits);
+      if (k + 1 < r.tokens) logits = decoder.step(token);
+    }
+  }
+  return generated;
+}
+
+void serve_table(const toy::ModelConfig& model, const std::vector<int>& stream_counts, int min_tokens,
+                 int max_tokens, int max_prompt, int repeats) {
+  const toy::ModelWeights weights = toy::random_weights(model, 13);
+  const toy::PolicySpec spec{toy::Policy::kSink, 4, 124};
+  std::printf("\n### Serving: N streams in lock-step vs the same streams one after another (1 thread)\n\n");
+  std::printf(
+      "%s, float, sink cache 4 + 124 per sequence. N requests, all queued at the start, each generating "
+      "%d..%d tokens (sampled, temperature 1, top-p 0.9) after a start token and 0..%d random prompt tokens "
+      "(prefilled in chunks of 16). Served: toy::Server, up to N sequences per batched forward pass "
+      "(matrix-matrix products over the batch, one SequencePool::attend_batch per layer), pages of 16 "
+      "tokens. One after another: one toy::Decoder (SinkKVCache, matrix-vector products), reset between "
+      "requests. Sizes interleaved, %d repetitions; medians. Memory per stream: the pool's peak pages in use / N "
+      "(pages are taken as tokens arrive) against the Decoder's cache (allocated whole, with 16 rows of "
+      "chunk room).\n\n",
+      describe(model).c_str(), min_tokens, max_tokens, max_prompt, repeats);
+  std::printf(
+      "| streams N | generated tokens | served tokens/s | one after another tokens/s | speed-up | "
+      "pool KiB per stream (peak) | SinkKVCache KiB per stream |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
+  struct Row {
+    std::vector<double> served, alone;
+    std::int64_t generated = 0;
+    double pool_kib_per_stream = 0;
+  };
+  std::vector<Row> rows(stream_counts.size());
+  toy::Decoder decoder(weights, spec, 16);
+  for (int repeat = 0; repeat < repeats; ++repeat) {
+    for (std::size_t i = 0; i < stream_counts.size(); ++i) {
+      toy::ServeConfig config;
+      config.spec = spec;
+      config.streams = stream_counts[i];
+      config.total = stream_counts[i];
+      config.min_tokens = min_tokens;
+      config.max_tokens = max_tokens;
+      config.max_prompt = max_prompt;
+      config.prefill_chunk = 16;
+      config.seed = 100;
+      const std::vector<toy::ServeRequest> requests = toy::make_requests(config, model.vocab_size);
+      toy::Server server(weights, config, requests);
+      auto start = Clock::now();
+      server.run();
+      rows[i].served.push_back(seconds_since(start));
+      start = Clock::now();
+      const std::int64_t alone = decode_one_after_another(decoder, config, requests, model.vocab_size);
+      rows[i].alone.push_back(seconds_since(start));
+      const toy::ServeStats& stats = server.stats();
+      if (alone != stats.generated_tokens || stats.most_in_flight != config.streams) {
+        std::fprintf(stderr, "e2e_bench: served %lld tokens (%d in flight at most), alone %lld\n",
+                     static_cast<long long>(stats.generated_tokens), stats.most_in_flight,
+                     static_cast<long long>(alone));
+        std::abort();
+      }
+      rows[i].generated = alone;
+      rows[i].pool_kib_per_stream = static_cast<double>(server.pool().page_bytes()) *
+                                    static_cast<double>(stats.most_pages_in_use) / 1024.0 / config.streams;
+    }
+  }
+  for (std::size_t i = 0; i < stream_counts.size(); ++i) {
+    const double served = median(rows[i].served), alone = median(rows[i].alone);
+    const double tokens = static_cast<double>(rows[i].generated);
+    std::printf("| %d | %lld | %.0f | %.0f | %.2fx | %.0f | %zu |\n", stream_counts[i],
+                static_cast<long long>(rows[i].generated), tokens / served, tokens / alone, alone / served,
+                rows[i].pool_kib_per_stream, decoder.cache_bytes() / 1024);
+  }
+  std::fflush(stdout);
+}
+
 bool has(const std::string& list, const char* section) {
   const std::string padded = "," + list + ",";
   return padded.find(std::string(",") + section + ",") != std::string::npos;
@@ -340,7 +435,7 @@ int main(int argc, char** argv) {
   std::size_t prefill_tokens = 4096;
   int repeats = 3;
   bool smoke = false;
-  std::string sections = "recompute,stream,prefill,duo";
+  std::string sections = "recompute,stream,prefill,duo,serve";
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
       max_tokens = std::strtoull(argv[++i], nullptr, 10);
@@ -356,7 +451,7 @@ int main(int argc, char** argv) {
       sections = "stream";
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--sections recompute,stream,prefill,duo] [--max-tokens N] [--stream-only] "
+                   "usage: %s [--sections recompute,stream,prefill,duo,serve] [--max-tokens N] [--stream-only] "
                    "[--prefill-tokens N] [--repeats N] [--smoke]\n",
                    argv[0]);
       return 2;
@@ -369,12 +464,18 @@ int main(int argc, char** argv) {
     stream_table(1000);
     prefill_table({trained_shape()}, 64, {1, 16}, 1);
     duo_table({trained_shape()}, 64, 12, 4);
+    serve_table(trained_shape(), {1, 4}, 4, 12, 8, 1);
     return 0;
   }
   if (has(sections, "recompute")) recompute_table({256, 512, 1024, 2048, 4096}, repeats);
   if (has(sections, "prefill"))
     prefill_table({trained_shape(), larger_shape()}, prefill_tokens, {1, 64, 256, 1024}, repeats);
   if (has(sections, "duo")) duo_table({trained_shape(), larger_shape()}, 4096, 252, 64);
+  if (has(sections, "serve")) {
+    serve_table(trained_shape(), {1, 4, 16, 64}, 128, 384, 32, repeats);
+    // Shorter requests: one token alone reads the ~100 MB of weights.
+    serve_table(larger_shape(), {1, 4, 16, 64}, 16, 48, 16, repeats);
+  }
   if (has(sections, "stream")) stream_table(max_tokens);
   return 0;
 }

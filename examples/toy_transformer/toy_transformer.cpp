@@ -8,6 +8,8 @@
 //   toy_transformer --dim 1024 --layers 8 --heads 16 --kv-heads 4 --hidden-dim 2816 --random-prompt 4000
 //                   --window 4092 --tokens 64 --quiet          a random model of your shape; prefill timed
 //   toy_transformer --head-policies "all: 4+252; heads 0: 0+4096" ...     per-layer / per-head caches
+//   toy_transformer --serve 16 --requests 64 --serve-tokens 64:512 --serve-prompt 0:64 --quiet
+//                   a serving simulation: 16 streams in lock-step over one sinkkv::SequencePool
 //
 // Progress (tokens/s, cache occupancy, resident memory) goes to stderr, the
 // generated text (or token ids) to stdout.
@@ -28,6 +30,7 @@
 #include "toy/head_policy.hpp"
 #include "toy/model.hpp"
 #include "toy/sampler.hpp"
+#include "toy/serve.hpp"
 #include "toy/tokenizer.hpp"
 #include "toy/tokens.hpp"
 
@@ -64,6 +67,19 @@ Cache:
                          "all: 4+252; layers 0-1: 0+1024; layer 5 heads 0,1: 1+4095" (later rules win;
                          docs/toy_transformer.md)
   --head-policies-file PATH   the same, from a file (one rule per line, # comments)
+Serving (a simulation: requests queue, up to N decode in lock-step, each step one batched forward
+pass - matrix-matrix products over the batch, one batched attention per layer - with K/V in one
+sinkkv::SequencePool; uses --seed, --start-token, --temperature, --top-p and the Cache options):
+  --serve N              serve with N streams in flight at most
+  --requests R           requests, all queued at the start (default 4 x N); request i samples with
+                         --seed + i and is what --seed S+i --random-prompt P --tokens G gives alone
+  --serve-tokens MIN:MAX tokens each request generates, uniform in [MIN, MAX] (default 64:256)
+  --serve-prompt MIN:MAX random prompt tokens after the start token, uniform (default 0:0)
+  --pool-pages N         the pool's budget in pages (default: every stream at the longest request)
+  --page-tokens N        tokens per page, a power of two (default 16)
+  --threads N            threads for the products and the attention (default 1)
+  --prefill-chunk N      as above; prompt tokens one stream feeds per step (default 16 here)
+  Without --quiet each finished request prints its tokens; the summary goes to stderr.
 Output:
   --quiet                do not print the generated tokens
   --show-ends N          print only the first N and the last N generated tokens
@@ -98,7 +114,27 @@ struct Options {
   bool quiet = false;
   long long show_ends = -1;  // -1: every token
   double progress_every = 1.0;
+  // Serving (--serve).
+  int serve = 0;  // streams; 0: generate one stream
+  int requests = 0;  // 0: 4 x streams
+  int serve_min_tokens = 64, serve_max_tokens = 256;
+  int serve_min_prompt = 0, serve_max_prompt = 0;
+  long long pool_pages = 0;
+  int page_tokens = 16;
+  int threads = 1;
+  bool prefill_chunk_given = false;
+  bool tokens_given = false;
+  bool window_given = false;
+  std::string serve_flag;  // the last serving option given (they need --serve)
 };
+
+/// MIN:MAX of `flag`, each in [low, high], MIN <= MAX.
+void parse_min_max(const std::string& flag, const std::string& value, int low, int high, int* min, int* max) {
+  const std::size_t colon = value.find(':');
+  TOY_CHECK(colon != std::string::npos, flag << ": '" << value << "' is not MIN:MAX");
+  *min = static_cast<int>(toy::parse_integer(flag + " MIN", value.substr(0, colon), low, high));
+  *max = static_cast<int>(toy::parse_integer(flag + " MAX", value.substr(colon + 1), *min, high));
+}
 
 toy::ModelConfig default_config() {
   toy::ModelConfig c;
@@ -163,6 +199,7 @@ Options parse(int argc, char** argv) {
       o.random_prompt = toy::parse_integer(flag, value, 1, 1 << 28);
     } else if (flag == "--prefill-chunk") {
       o.prefill_chunk = static_cast<int>(toy::parse_integer(flag, value, 1, sinkkv::CacheConfig::kMaxChunk));
+      o.prefill_chunk_given = true;
     } else if (flag == "--head-policies") {
       TOY_CHECK(!o.head_policies, "give --head-policies or --head-policies-file once");
       o.head_policies = value;
@@ -171,6 +208,7 @@ Options parse(int argc, char** argv) {
       o.head_policies = toy::read_head_policy_file(value);
     } else if (flag == "--tokens") {
       o.tokens = toy::parse_integer(flag, value, 1, 1LL << 40);
+      o.tokens_given = true;
     } else if (flag == "--start-token") {
       o.start_token = static_cast<int>(toy::parse_integer(flag, value, 0, toy::ModelConfig::kMaxVocab - 1));
       o.start_token_given = true;
@@ -188,10 +226,33 @@ Options parse(int argc, char** argv) {
       o.sinks_given = true;
     } else if (flag == "--window") {
       o.window = static_cast<int>(toy::parse_integer(flag, value, 1, 1 << 28));
+      o.window_given = true;
     } else if (flag == "--show-ends") {
       o.show_ends = toy::parse_integer(flag, value, 0, 1LL << 40);
     } else if (flag == "--progress-every") {
       o.progress_every = toy::parse_real(flag, value, 0, 1e6);
+    } else if (flag == "--serve") {
+      o.serve = static_cast<int>(toy::parse_integer(flag, value, 1, 1 << 16));
+    } else if (flag == "--requests") {
+      o.serve_flag = flag;
+      o.requests = static_cast<int>(toy::parse_integer(flag, value, 1, 1 << 24));
+    } else if (flag == "--serve-tokens") {
+      o.serve_flag = flag;
+      parse_min_max(flag, value, 1, 1 << 24, &o.serve_min_tokens, &o.serve_max_tokens);
+    } else if (flag == "--serve-prompt") {
+      o.serve_flag = flag;
+      parse_min_max(flag, value, 0, 1 << 24, &o.serve_min_prompt, &o.serve_max_prompt);
+    } else if (flag == "--pool-pages") {
+      o.serve_flag = flag;
+      o.pool_pages = toy::parse_integer(flag, value, 1, (1LL << 31) - 1);
+    } else if (flag == "--page-tokens") {
+      o.serve_flag = flag;
+      o.page_tokens = static_cast<int>(toy::parse_integer(flag, value, 1, 1 << 20));
+      TOY_CHECK((o.page_tokens & (o.page_tokens - 1)) == 0, "--page-tokens " << o.page_tokens
+                                                                              << " is not a power of two");
+    } else if (flag == "--threads") {
+      o.serve_flag = flag;
+      o.threads = static_cast<int>(toy::parse_integer(flag, value, 1, 1024));
     } else {
       TOY_FAIL("unknown option '" << flag << "' (see --help)");
     }
@@ -210,6 +271,14 @@ Options parse(int argc, char** argv) {
             "--policy mixed needs --head-policies TEXT or --head-policies-file PATH");
   TOY_CHECK(o.policy != toy::Policy::kMixed || !o.sinks_given,
             "--sinks is for uniform policies; each rule of --head-policies gives its own sinks");
+  if (o.serve > 0) {
+    TOY_CHECK(prompts == 0 && !o.tokens_given && o.show_ends < 0,
+              "--serve makes its own requests: use --serve-prompt and --serve-tokens instead of --prompt, "
+              "--prompt-tokens, --random-prompt, --tokens and --show-ends");
+    if (!o.prefill_chunk_given) o.prefill_chunk = 16;
+  } else {
+    TOY_CHECK(o.serve_flag.empty(), o.serve_flag << " is an option of --serve N");
+  }
   return o;
 }
 
@@ -364,6 +433,134 @@ std::size_t kept_bytes(const toy::PolicySpec& spec, const toy::ModelConfig& mode
          static_cast<std::size_t>(model.num_kv_heads) * per_slot;
 }
 
+/// Prints each finished request's tokens (text with a tokenizer) on stdout.
+class RequestPrinter final : public toy::ServeObserver {
+ public:
+  RequestPrinter(const std::vector<toy::ServeRequest>& requests, const std::optional<TextCodec>& codec)
+      : codec_(codec), tokens_(requests.size()) {
+    // Room for every token up front: the serving loop stays free of allocations.
+    for (const toy::ServeRequest& r : requests) tokens_[static_cast<std::size_t>(r.index)].reserve(r.tokens);
+  }
+  void on_token(const toy::ServeRequest& request, int, int token, const float*) override {
+    tokens_[static_cast<std::size_t>(request.index)].push_back(token);
+  }
+  void on_finish(const toy::ServeRequest& request) override {
+    std::vector<int>& tokens = tokens_[static_cast<std::size_t>(request.index)];
+    std::fprintf(stdout, "[request %d: %d prompt + %d tokens] ", request.index, request.prompt_tokens(),
+                 request.tokens);
+    for (const int token : tokens) {
+      if (codec_) {
+        const std::string piece = codec_->decode(token);
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+      } else {
+        std::fprintf(stdout, "%d ", token);
+      }
+    }
+    std::fputc('\n', stdout);
+    std::vector<int>().swap(tokens);
+  }
+
+ private:
+  const std::optional<TextCodec>& codec_;
+  std::vector<std::vector<int>> tokens_;  // [requests] each request's tokens so far
+};
+
+/// --serve N: the serving simulation (toy/serve.hpp), its progress and summary on stderr.
+int serve(const Options& o, const toy::ModelWeights& weights, const std::optional<TextCodec>& codec) {
+  const toy::ModelConfig& model = weights.config;
+  toy::ServeConfig config;
+  config.spec.policy = o.policy;
+  const bool sinks_allowed = o.policy == toy::Policy::kSink;
+  TOY_CHECK(sinks_allowed || !o.sinks_given || o.sinks == 0,
+            "--sinks " << o.sinks << " given, but policy " << toy::policy_name(o.policy) << " keeps no sinks");
+  config.spec.num_sinks = sinks_allowed ? o.sinks : 0;
+  config.spec.window = o.window;
+  if (o.policy == toy::Policy::kMixed) {
+    config.spec.head_policies = toy::parse_head_policies(*o.head_policies, model.num_layers, model.num_kv_heads);
+  }
+  TOY_CHECK(o.policy != toy::Policy::kDense || !o.window_given,
+            "--window given, but policy dense keeps each request whole");
+  config.streams = o.serve;
+  config.total = o.requests > 0 ? o.requests : 4 * o.serve;
+  config.min_tokens = o.serve_min_tokens;
+  config.max_tokens = o.serve_max_tokens;
+  config.min_prompt = o.serve_min_prompt;
+  config.max_prompt = o.serve_max_prompt;
+  config.start_token = o.start_token;
+  config.temperature = o.temperature;
+  config.top_p = o.top_p;
+  config.seed = o.seed;
+  config.prefill_chunk = o.prefill_chunk;
+  config.page_tokens = o.page_tokens;
+  config.max_pages = o.pool_pages;
+  TOY_CHECK(o.start_token < model.vocab_size,
+            "--start-token " << o.start_token << " outside the vocabulary [0, " << model.vocab_size << ")");
+
+  std::unique_ptr<sinkkv::ThreadPool> threads;
+  if (o.threads > 1) threads = std::make_unique<sinkkv::ThreadPool>(o.threads - 1);
+  const std::uint64_t rss_before = toy::resident_bytes();
+  toy::Server server(weights, config, toy::make_requests(config, model.vocab_size), threads.get());
+  const toy::ServeConfig& used = server.config();
+  const sinkkv::SequencePool<float>& pool = server.pool();
+  const double page_kib = static_cast<double>(pool.page_bytes()) / 1024.0;
+  std::cerr << "model: "
+            << (o.checkpoint.empty() ? "random weights (seed " + std::to_string(o.model_seed) + ")" : o.checkpoint)
+            << ", " << model << "\n";
+  char text[512];
+  std::snprintf(text, sizeof text,
+                "serving: %d requests (%d:%d tokens, %d:%d prompt tokens), %d streams at most, %s cache; "
+                "batches of up to %d tokens (prompt chunks of %d); %d thread%s\n"
+                "pool: %lld pages of %d tokens (%.1f KiB each, %.1f MiB), the longest request holds %lld\n",
+                used.total, used.min_tokens, used.max_tokens, used.min_prompt, used.max_prompt, used.streams,
+                toy::policy_name(used.spec.policy), used.batch_tokens, pool.config().max_chunk, o.threads,
+                o.threads == 1 ? "" : "s", static_cast<long long>(pool.max_pages()), used.page_tokens, page_kib,
+                toy::mib(pool.page_bytes() * static_cast<std::uint64_t>(pool.max_pages())),
+                static_cast<long long>(server.longest_request_pages()));
+  std::cerr << text;
+
+  std::optional<RequestPrinter> printer;
+  if (!o.quiet) printer.emplace(server.requests(), codec);
+  ProgressLine progress(o.progress_every, false);
+  const toy::Stopwatch clock;
+  const auto line = [&] {
+    const toy::ServeStats& s = server.stats();
+    char text[256];
+    std::snprintf(text, sizeof text,
+                  "[serve] %lld tokens | %.0f tok/s | %d in flight, %d queued, %d/%d done | pool %lld/%lld pages | "
+                  "RSS %.1f MiB",
+                  static_cast<long long>(s.generated_tokens), static_cast<double>(s.generated_tokens) / clock.seconds(),
+                  s.in_flight, s.queued, s.completed, used.total, static_cast<long long>(pool.pages_in_use()),
+                  static_cast<long long>(pool.max_pages()), toy::mib(toy::resident_bytes()));
+    return std::string(text);
+  };
+  while (server.step(printer ? &*printer : nullptr)) progress.maybe_report(clock, false, false, line);
+  const double seconds = clock.seconds();
+  const std::uint64_t rss_after = toy::resident_bytes();
+  std::fflush(stdout);
+  progress.finish(line);
+  const toy::ServeStats& s = server.stats();
+  std::snprintf(text, sizeof text,
+                "served %d requests in %.2f s: %lld tokens generated, %.0f tokens/s in all (%.1f per stream in "
+                "flight); %lld prompt tokens fed\n"
+                "sequences in flight: %.1f on average over %lld steps, %d at most (of %d streams); largest batch "
+                "%lld tokens\n"
+                "pool pages in use: %lld at most of %lld (%.1f MiB of %.1f MiB), %lld at the end\n"
+                "resident memory (/proc/self/statm): %.1f MiB before the server, %.1f MiB after serving\n",
+                s.completed, seconds, static_cast<long long>(s.generated_tokens),
+                static_cast<double>(s.generated_tokens) / seconds,
+                static_cast<double>(s.generated_tokens) / seconds /
+                    (static_cast<double>(s.batched_sequences) / static_cast<double>(s.steps)),
+                static_cast<long long>(s.prompt_tokens),
+                static_cast<double>(s.batched_sequences) / static_cast<double>(s.steps),
+                static_cast<long long>(s.steps), s.most_in_flight, used.streams, static_cast<long long>(s.most_rows),
+                static_cast<long long>(s.most_pages_in_use), static_cast<long long>(pool.max_pages()),
+                toy::mib(pool.page_bytes() * static_cast<std::uint64_t>(s.most_pages_in_use)),
+                toy::mib(pool.page_bytes() * static_cast<std::uint64_t>(pool.max_pages())),
+                static_cast<long long>(pool.pages_in_use()), toy::mib(rss_before), toy::mib(rss_after));
+  std::cerr << text;
+  return 0;
+}
+
 int run(const Options& o) {
   const toy::ModelWeights weights =
       o.checkpoint.empty() ? toy::random_weights(o.shape, o.model_seed) : toy::load_checkpoint(o.checkpoint);
@@ -375,6 +572,7 @@ int run(const Options& o) {
   }
   std::optional<TextCodec> codec;
   if (!o.tokenizer.empty()) codec = TextCodec::load(o.tokenizer, config.vocab_size);
+  if (o.serve > 0) return serve(o, weights, codec);
   const std::vector<std::int32_t> inputs = input_tokens(o, codec, policy_spec(o, config, 1), config.vocab_size);
 
   const toy::PolicySpec spec = policy_spec(o, config, inputs.size());

@@ -344,6 +344,16 @@ struct ForwardProfile {
   double total() const { return embedding_and_norms + projections + attention + classifier; }
 };
 
+/// RMSNorm of every row of `x` ([n, dim]) into `out`, as run.c per row;
+/// `inverse_rms` is scratch of at least n entries (no allocation).
+template <class In, class Out>
+void rms_norm_rows(const In& x, const float* weight, Eigen::VectorXf& inverse_rms, Out& out) {
+  auto inv = inverse_rms.head(x.rows());
+  inv = (x.rowwise().squaredNorm().array() / static_cast<float>(x.cols()) + kRmsNormEps).rsqrt().matrix();
+  out.array() = (x.array().colwise() * inv.array()).rowwise() *
+                Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>>(weight, x.cols());
+}
+
 /// Which logits forward_chunk computes.
 enum class Logits {
   kNone,  ///< none (a prompt's tokens before the last)
@@ -533,12 +543,9 @@ class Transformer {
     const float inv = 1.0f / std::sqrt(x.squaredNorm() / static_cast<float>(x.size()) + kRmsNormEps);
     out.array() = VectorMap(weight, x.size()).array() * x.array() * inv;
   }
-  /// rms_norm of every row of `x` ([n, dim]) into `out`.
   template <class In, class Out>
   void rms_norm_rows(const In& x, const float* weight, Out& out) {
-    auto inv = chunk_inv_rms_.head(x.rows());
-    inv = (x.rowwise().squaredNorm().array() / static_cast<float>(x.cols()) + kRmsNormEps).rsqrt().matrix();
-    out.array() = (x.array().colwise() * inv.array()).rowwise() * RowVectorMap(weight, x.cols());
+    toy::rms_norm_rows(x, weight, chunk_inv_rms_, out);
   }
 
   const ModelWeights& w_;

@@ -27,6 +27,10 @@ class Sampler {
     TOY_CHECK(top_p > 0 && top_p <= 1, "top-p " << top_p << " outside (0, 1]");
   }
 
+  /// Starts the generator over from `seed` (a new stream on the same
+  /// buffers; as if constructed with it). No allocation.
+  void restart(std::uint64_t seed) { rng_ = Rng(seed); }
+
   /// Index of the largest logit (the first, on ties).
   static int argmax(const float* logits, int n) { return static_cast<int>(std::max_element(logits, logits + n) - logits); }
 

@@ -99,7 +99,12 @@ TEST_P(TrainedModel, ReproducesPyTorchGoldenLogitsThroughTheSinkCache) {
 
 // The 64 golden tokens fed as one chunk (one forward_chunk, every logit):
 // the same PyTorch logits within the same 1e-4, and the token-at-a-time
-// logits within chunk_test's tolerance (1e-5 + 1e-5 |logit|).
+// logits within 1e-5 + 2e-6 max_v |logit_v| of the position. The bound
+// scales with the position's largest logit, not with each logit: a
+// logit's rounding error is of the order of eps |W_v| |h| for the whole
+// row (the chunk and the decode kernels sum attention in different
+// orders), so a logit near zero carries as much absolute error as a large
+// one (seen: 1.07e-5 on a logit of 0.02 beside one of 21).
 TEST_P(TrainedModel, ReproducesPyTorchGoldenLogitsFedAsOneChunk) {
   const toy::ModelWeights weights = toy::load_checkpoint(model_path(GetParam(), "model.bin"));
   const Golden golden = load_golden(GetParam());
@@ -112,6 +117,8 @@ TEST_P(TrainedModel, ReproducesPyTorchGoldenLogitsFedAsOneChunk) {
     double worst = 0, worst_vs_single = 0;
     for (int t = 0; t < count; ++t) {
       const float* expected = single.step(golden.tokens[static_cast<std::size_t>(t)]);
+      double largest = 0;
+      for (int v = 0; v < vocab; ++v) largest = std::max(largest, std::abs(static_cast<double>(expected[v])));
       for (int v = 0; v < vocab; ++v) {
         const double got = rows[static_cast<std::ptrdiff_t>(t) * vocab + v];
         const double want =
@@ -119,7 +126,7 @@ TEST_P(TrainedModel, ReproducesPyTorchGoldenLogitsFedAsOneChunk) {
         worst = std::max(worst, std::abs(got - want));
         const double diff = std::abs(got - static_cast<double>(expected[v]));
         worst_vs_single = std::max(worst_vs_single, diff);
-        ASSERT_LE(diff, 1e-5 + 1e-5 * std::abs(static_cast<double>(expected[v])))
+        ASSERT_LE(diff, 1e-5 + 2e-6 * largest)
             << toy::policy_name(spec.policy) << " position " << t << " logit " << v;
       }
     }

@@ -104,7 +104,7 @@ TEST_P(TrainedModel, ReproducesPyTorchGoldenLogitsThroughTheSinkCache) {
 // logit's rounding error is of the order of eps |W_v| |h| for the whole
 // row (the chunk and the decode kernels sum attention in different
 // orders), so a logit near zero carries as much absolute error as a large
-// one (seen: 1.07e-5 on a logit of 0.02 beside one of 21).
+// one (seen: 1.07e-5 on a logit of magnitude 0.02).
 TEST_P(TrainedModel, ReproducesPyTorchGoldenLogitsFedAsOneChunk) {
   const toy::ModelWeights weights = toy::load_checkpoint(model_path(GetParam(), "model.bin"));
   const Golden golden = load_golden(GetParam());

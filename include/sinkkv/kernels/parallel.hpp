@@ -55,19 +55,19 @@ inline namespace SINKKV_ABI_NAMESPACE {
 class ThreadPool {
  public:
   /// `num_workers` threads besides the caller (>= 0; 0 runs everything on
-  /// the caller). Throws sinkkv::Error for a negative count, and when the
-  /// system cannot start a worker (the ones already started are stopped and
-  /// joined first).
+  /// the caller). Throws sinkkv::Error for a negative count; when the
+  /// system refuses a thread, what std::thread threw (std::system_error, or
+  /// std::bad_alloc), after stopping and joining the workers already started.
   explicit ThreadPool(int num_workers) {
     SINKKV_CHECK(num_workers >= 0, "ThreadPool: num_workers " << num_workers << " must be >= 0");
     workers_.reserve(static_cast<std::size_t>(num_workers));
     for (int i = 0; i < num_workers; ++i) {
       try {
         workers_.emplace_back([this] { work(); });
-      } catch (const std::exception& failure) {
-        // Destroying a joinable std::thread terminates the program.
+      } catch (...) {
+        // Destroying a joinable std::thread would terminate the program.
         stop_and_join();
-        SINKKV_CHECK(false, "ThreadPool: could not start worker " << i << " of " << num_workers << ": " << failure.what());
+        throw;
       }
     }
   }

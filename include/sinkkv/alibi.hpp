@@ -4,9 +4,11 @@
 #include <cmath>
 #include <vector>
 
+#include "detail/abi_namespace.hpp"
 #include "error.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// The standard ALiBi slopes (Press et al., 2022) for `num_heads` heads: the
 /// geometric sequence 2^(-8(i+1)/n) for a power of two n; otherwise those of
@@ -22,4 +24,5 @@ inline std::vector<double> alibi_slopes(int num_heads) {
   return slopes;
 }
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

@@ -10,10 +10,12 @@
 #include <utility>
 #include <vector>
 
+#include "detail/abi_namespace.hpp"
 #include "error.hpp"
 #include "rope_scaling.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Which coordinates RoPE rotates together.
 enum class RopeLayout {
@@ -303,4 +305,5 @@ struct CacheConfig {
   }
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

@@ -15,6 +15,7 @@
 
 #include "attention.hpp"
 #include "config.hpp"
+#include "detail/abi_namespace.hpp"
 #include "detail/paged_storage.hpp"
 #include "detail/sequence.hpp"
 #include "error.hpp"
@@ -23,6 +24,7 @@
 #include "views.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Names one sequence of a SequencePool. An id outlives nothing: once its
 /// sequence is released, using it throws sinkkv::Error (ids are never
@@ -613,4 +615,5 @@ class SequencePool {
   std::vector<int> task_offsets_;             // [max_sequences + 1] attend_batch: first task of each item
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

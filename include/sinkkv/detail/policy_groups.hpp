@@ -8,8 +8,10 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "abi_namespace.hpp"
 
 namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Groups the (layer, KV head) pairs of a configuration by retention
 /// policy. Heads of one group keep the same stream tokens at the same
@@ -90,4 +92,5 @@ class PolicyGroups {
   std::vector<int> run_begin_;             // [layers + 1] first run of each layer
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv::detail

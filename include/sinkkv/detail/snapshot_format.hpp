@@ -23,9 +23,11 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
+#include "abi_namespace.hpp"
 #include "element.hpp"
 
 namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 static_assert(std::numeric_limits<float>::is_iec559 && std::numeric_limits<double>::is_iec559,
               "sinkkv snapshots store IEEE-754 binary32/binary64 elements");
@@ -470,4 +472,5 @@ inline std::uint64_t cache_memory_bound(const CacheConfig& config, std::size_t e
   return bytes;
 }
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv::detail

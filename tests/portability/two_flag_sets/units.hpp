@@ -18,12 +18,19 @@ inline constexpr int kSinks = 4, kWindow = 60, kStreamTokens = 200;
 struct UnitReport {
   const char* instruction_set;
   const char* kernel_type;
+  /// The cache scenario: SinkKVCache<Eigen::half>'s type name (the rest of
+  /// the library carries the tag too); the kernel scenario: nullptr.
+  const char* cache_type;
 };
 
 UnitReport generic_kernel(float* out);
 UnitReport avx2_kernel(float* out);
 UnitReport generic_cache(float* out);
 UnitReport avx2_cache(float* out);
+/// Throws the sinkkv::Error of an invalid CacheConfig (window 0): callers
+/// in another unit must catch it as sinkkv::Error, one type for all flags.
+void generic_throw_error();
+void avx2_throw_error();
 
 /// K, V and query element i of token t, head h: multiples of 1/8 in [-1, 1],
 /// exact in half precision, so the reference needs no rounding.

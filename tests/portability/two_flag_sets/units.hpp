@@ -33,8 +33,9 @@ void generic_throw_error();
 void avx2_throw_error();
 
 /// K, V and query element i of token t, head h: multiples of 1/8 in [-1, 1],
-/// exact in half precision, so the reference needs no rounding.
-constexpr float element(int which, int t, int h, int d) {
+/// exact in half precision, so the reference needs no rounding. Static:
+/// each unit keeps its own copy (an inline one would be shared code).
+static constexpr float element(int which, int t, int h, int d) {
   return static_cast<float>((which * 7 + t * 13 + h * 5 + d * 3) % 17 - 8) / 8.0f;
 }
 

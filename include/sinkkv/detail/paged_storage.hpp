@@ -49,8 +49,8 @@ class PageArena {
 
  private:
   std::size_t page_elements_;
-  AlignedArray<T> rows_;             // [max_pages][2][page_tokens][head_dim]
-  Vector<std::int32_t> free_;   // ids of free pages (a stack: recently freed pages are reused first)
+  AlignedArray<T> rows_;       // [max_pages][2][page_tokens][head_dim]
+  Vector<std::int32_t> free_;  // ids of free pages (a stack: recently freed pages are reused first)
   std::int64_t max_pages_ = 0;
 };
 

@@ -50,8 +50,8 @@ struct CacheModel {
   CacheConfig config;
   PolicyGroups groups;
   std::optional<Rope> rope;
-  Vector<C> alibi;              // [num_query_heads], empty unless ALiBi
-  Vector<int> stream_offsets;   // [max_chunk] 0, 1, 2, ...: query offsets in the stream frame
+  Vector<C> alibi;             // [num_query_heads], empty unless ALiBi
+  Vector<int> stream_offsets;  // [max_chunk] 0, 1, 2, ...: query offsets in the stream frame
 };
 
 /// The per-step protocol of one sequence. A step is one token, or one chunk
@@ -339,16 +339,16 @@ class Sequence {
   std::uint64_t tokens_seen_in_positions() const { return positions_.front().tokens_seen(); }
 
   const CacheModel<C>* model_;
-  Vector<CachePositions> positions_;         // [groups]
+  Vector<CachePositions> positions_;  // [groups]
   StepProtocol protocol_;
-  Vector<Rope::Rotation> stream_rotation_;   // [max_chunk] at step token i's stream index
-  Vector<Rope::Rotation> sink_rotation_;     // [groups * max_chunk] to its query (cache) position
-  Vector<C> stream_rows_;                    // [max_chunk * query_heads * head_dim], blocked per head run
-  Vector<C> sink_rows_;                      // same shape
-  Vector<C> log_sum_exp_;                    // [max_chunk * query_heads], blocked per head run
-  Vector<int> sink_offsets_;                 // [max_chunk]
-  Vector<KVSegment<T>> segments_;            // [max segments of one head run]
-  Vector<ChunkSegment<T>> chunk_segments_;   // same
+  Vector<Rope::Rotation> stream_rotation_;  // [max_chunk] at step token i's stream index
+  Vector<Rope::Rotation> sink_rotation_;    // [groups * max_chunk] to its query (cache) position
+  Vector<C> stream_rows_;                   // [max_chunk * query_heads * head_dim], blocked per head run
+  Vector<C> sink_rows_;                     // same shape
+  Vector<C> log_sum_exp_;                   // [max_chunk * query_heads], blocked per head run
+  Vector<int> sink_offsets_;                // [max_chunk]
+  Vector<KVSegment<T>> segments_;           // [max segments of one head run]
+  Vector<ChunkSegment<T>> chunk_segments_;  // same
 };
 
 // ---- the algorithms -------------------------------------------------------

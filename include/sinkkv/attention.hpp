@@ -13,11 +13,13 @@
 #include <type_traits>
 #include <utility>
 
+#include "detail/abi_namespace.hpp"
 #include "detail/element.hpp"
 #include "detail/softmax_state.hpp"
 #include "error.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// The arithmetic type for storage type T: float for float/half/bfloat16,
 /// double for double.
@@ -289,4 +291,5 @@ void apply_sink_logits(int num_heads, int head_dim, const C* sink_logits, const 
   }
 }
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

@@ -15,6 +15,7 @@
 
 #include "attention.hpp"
 #include "config.hpp"
+#include "detail/abi_namespace.hpp"
 #include "detail/element.hpp"
 #include "detail/sequence.hpp"
 #include "detail/storage.hpp"
@@ -25,8 +26,13 @@
 namespace sinkkv {
 
 namespace detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 struct SnapshotAccess;  // snapshot.hpp: saves and rebuilds a cache's state
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace detail
+
+// Tagged by the unit's instruction-set flags: see detail/abi_namespace.hpp.
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// KV cache of one sequence, all layers: the first num_sinks tokens of the
 /// stream (the attention sinks, never evicted) plus a rolling window of the
@@ -355,4 +361,5 @@ class SinkKVCache {
   std::unique_ptr<State> state_;
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

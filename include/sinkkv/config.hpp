@@ -10,10 +10,13 @@
 #include <utility>
 #include <vector>
 
+#include "detail/abi_namespace.hpp"
+#include "detail/tagged_vector.hpp"
 #include "error.hpp"
 #include "rope_scaling.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Which coordinates RoPE rotates together.
 enum class RopeLayout {
@@ -218,7 +221,7 @@ struct CacheConfig {
   /// Distinct retention policies among the heads. O(heads log heads).
   std::int64_t num_policies() const {
     if (head_policies.empty()) return 1;
-    std::vector<std::pair<int, int>> distinct;
+    detail::Vector<std::pair<int, int>> distinct;
     distinct.reserve(head_policies.size());
     for (const RetentionPolicy& p : head_policies) distinct.emplace_back(p.num_sinks, p.window);
     std::sort(distinct.begin(), distinct.end());
@@ -303,4 +306,5 @@ struct CacheConfig {
   }
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

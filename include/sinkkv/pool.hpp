@@ -15,14 +15,17 @@
 
 #include "attention.hpp"
 #include "config.hpp"
+#include "detail/abi_namespace.hpp"
 #include "detail/paged_storage.hpp"
 #include "detail/sequence.hpp"
+#include "detail/tagged_vector.hpp"
 #include "error.hpp"
 #include "kernels/parallel.hpp"
 #include "positions.hpp"
 #include "views.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Names one sequence of a SequencePool. An id outlives nothing: once its
 /// sequence is released, using it throws sinkkv::Error (ids are never
@@ -394,10 +397,10 @@ class SequencePool {
     std::uint64_t batch_mark = 0;
     int splits = 1;
     int most_tokens = 0;                              // tokens of the largest head of the batch call
-    std::vector<compute_type> partials;               // [kv_heads][splits - 1][group][head_dim + 1]
-    std::vector<int> head_segments;                   // [kv_heads] segments listed per head
-    std::vector<AttentionArgs<T>> head_args;          // [kv_heads] one-token steps
-    std::vector<ChunkArgs<T>> head_chunk_args;        // [kv_heads] chunks
+    detail::Vector<compute_type> partials;            // [kv_heads][splits - 1][group][head_dim + 1]
+    detail::Vector<int> head_segments;                // [kv_heads] segments listed per head
+    detail::Vector<AttentionArgs<T>> head_args;       // [kv_heads] one-token steps
+    detail::Vector<ChunkArgs<T>> head_chunk_args;     // [kv_heads] chunks
   };
 
   const Slot* find(SequenceId id) const {
@@ -604,13 +607,14 @@ class SequencePool {
   std::int64_t pages_per_full_sequence_ = 0;
   std::unique_ptr<const detail::CacheModel<compute_type>> model_;  // shared by every sequence
   std::unique_ptr<detail::PageArena<T>> arena_;
-  std::vector<std::unique_ptr<Slot>> slots_;  // [max_sequences]
-  std::vector<int> free_slots_;               // indices of slots not live
+  detail::Vector<std::unique_ptr<Slot>> slots_;  // [max_sequences]
+  detail::Vector<int> free_slots_;               // indices of slots not live
   int live_sequences_ = 0;
   mutable std::mutex mutex_;                  // guards arena_'s free list, free_slots_, live flags
   std::mutex batch_mutex_;                    // serialises attend_batch calls
   std::uint64_t batch_mark_ = 0;              // attend_batch call counter (duplicate items)
-  std::vector<int> task_offsets_;             // [max_sequences + 1] attend_batch: first task of each item
+  detail::Vector<int> task_offsets_;             // [max_sequences + 1] attend_batch: first task of each item
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

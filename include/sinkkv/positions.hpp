@@ -13,9 +13,11 @@
 #include <cstdint>
 #include <optional>
 
+#include "detail/abi_namespace.hpp"
 #include "error.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Bookkeeping of a sink + rolling-window cache, independent of storage.
 ///
@@ -217,4 +219,5 @@ class CachePositions {
   int newest_ring_ = 0;  // ring index (slot - num_sinks) of the newest window token
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

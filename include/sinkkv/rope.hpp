@@ -7,11 +7,14 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/abi_namespace.hpp"
 #include "detail/angle.hpp"
 #include "detail/element.hpp"
+#include "detail/tagged_vector.hpp"
 #include "rope_scaling.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// RoPE for one head size: the inverse frequencies of the rotated pairs
 /// (theta^(-2i/rotary_dim), or a RopeScaling variant's), the attention
@@ -50,8 +53,8 @@ class Rope {
 
    private:
     friend class Rope;
-    std::vector<double> cos_;  // [num_pairs]
-    std::vector<double> sin_;  // [num_pairs]
+    detail::Vector<double> cos_;  // [num_pairs]
+    detail::Vector<double> sin_;  // [num_pairs]
     std::uint64_t position_ = 0;
     double scale_ = 1.0;
   };
@@ -65,7 +68,8 @@ class Rope {
     SINKKV_CHECK(head_dim >= 1, "head_dim " << head_dim << " must be >= 1");
     SINKKV_CHECK(rotary_dim_ >= 2 && rotary_dim_ <= head_dim && rotary_dim_ % 2 == 0,
                  "rope rotary dimension " << rotary_dim_ << " must be even and in [2, head_dim " << head_dim << "]");
-    inv_frequency_ = config.scaling.inv_frequencies(config.theta, rotary_dim_);  // validates theta and the scaling
+    const std::vector<double> inv_frequency = config.scaling.inv_frequencies(config.theta, rotary_dim_);  // validates
+    inv_frequency_.assign(inv_frequency.begin(), inv_frequency.end());
     attention_factor_ = config.scaling.effective_attention_factor();
   }
 
@@ -144,8 +148,9 @@ class Rope {
   RopeLayout layout_;
   int head_dim_;
   int rotary_dim_;
-  std::vector<double> inv_frequency_;  // [num_pairs]
+  detail::Vector<double> inv_frequency_;  // [num_pairs]
   double attention_factor_ = 1.0;
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

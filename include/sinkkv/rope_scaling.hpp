@@ -10,9 +10,11 @@
 #include <utility>
 #include <vector>
 
+#include "detail/abi_namespace.hpp"
 #include "error.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// YaRN's magnitude correction for a context extended `factor` times:
 /// 0.1 * mscale * ln(factor) + 1, and 1 when factor <= 1 (Peng et al. 2023,
@@ -308,4 +310,5 @@ struct RopeScaling {
   }
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

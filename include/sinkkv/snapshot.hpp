@@ -45,6 +45,7 @@
 
 #include "cache.hpp"
 #include "config.hpp"
+#include "detail/abi_namespace.hpp"
 #include "detail/crc32c.hpp"
 #include "detail/element.hpp"
 #include "detail/snapshot_format.hpp"
@@ -62,6 +63,7 @@
 #endif
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// The snapshot format version this build writes and reads.
 inline constexpr std::uint32_t kSnapshotVersion = detail::kSnapshotFormatVersion;
@@ -99,7 +101,9 @@ struct SnapshotInfo {
   std::uint64_t total_bytes = 0;
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 namespace detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// The friend of SinkKVCache through which snapshots read and rebuild a
 /// cache's state.
@@ -640,7 +644,9 @@ void replace_file_atomically(const std::string& path, WriteContents&& write_cont
 
 #endif  // SINKKV_SNAPSHOT_FILES
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace detail
+inline namespace SINKKV_ABI_NAMESPACE {
 
 // ---- saving ----------------------------------------------------------------
 
@@ -736,14 +742,18 @@ inline SnapshotInfo read_snapshot_info(const void* data, std::size_t size) {
 }
 
 #if SINKKV_SNAPSHOT_FILES
+}  // namespace SINKKV_ABI_NAMESPACE
 namespace detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 inline std::ifstream open_snapshot_file(const std::string& path) {
   errno = 0;
   std::ifstream in(path, std::ios::binary);
   SINKKV_CHECK(in.is_open(), "snapshot file '" << path << "' cannot be opened: " << errno_text(errno != 0 ? errno : ENOENT));
   return in;
 }
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace detail
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// load_snapshot from a file, which must hold exactly one snapshot.
 template <class T>
@@ -771,4 +781,5 @@ inline SnapshotInfo read_snapshot_info_file(const std::string& path) {
 }
 #endif
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

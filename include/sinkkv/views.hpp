@@ -13,7 +13,10 @@
 
 #include <Eigen/Core>
 
+#include "detail/abi_namespace.hpp"
+
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// The default stride argument of the view makers: packed rows.
 inline constexpr std::ptrdiff_t kPacked = std::numeric_limits<std::ptrdiff_t>::min();
@@ -162,4 +165,5 @@ MutableTokensView<typename Derived::Scalar> tokens_output_view(const Eigen::Dens
       static_cast<std::ptrdiff_t>(head_dim)};
 }
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstdint>
 
+#include "abi_namespace.hpp"
+
 namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 // 2*pi split into a double and its rounding remainder (Cody-Waite style), so
 // a reduction can subtract k*2*pi with ~106 bits of precision.
@@ -33,4 +36,5 @@ inline double rotary_angle(std::uint64_t position, double inv_frequency) {
   return angle;
 }
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv::detail

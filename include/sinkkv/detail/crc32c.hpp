@@ -14,7 +14,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "abi_namespace.hpp"
+
 namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Reflected CRC-32C polynomial (0x1EDC6F41 bit-reversed).
 inline constexpr std::uint32_t kCrc32cPolynomial = 0x82F63B78u;
@@ -79,4 +82,5 @@ inline std::uint32_t crc32c(const void* data, std::size_t size) {
   return crc.value();
 }
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv::detail

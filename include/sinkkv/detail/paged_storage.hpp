@@ -8,10 +8,13 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
+#include "abi_namespace.hpp"
 #include "policy_groups.hpp"
 #include "storage.hpp"
+#include "tagged_vector.hpp"
 
 namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// The pages of a pool: one allocation of max_pages pages, each the keys
 /// and values of page_tokens tokens of one KV head of one layer ([K/V]
@@ -46,8 +49,8 @@ class PageArena {
 
  private:
   std::size_t page_elements_;
-  AlignedArray<T> rows_;             // [max_pages][2][page_tokens][head_dim]
-  std::vector<std::int32_t> free_;   // ids of free pages (a stack: recently freed pages are reused first)
+  AlignedArray<T> rows_;       // [max_pages][2][page_tokens][head_dim]
+  Vector<std::int32_t> free_;  // ids of free pages (a stack: recently freed pages are reused first)
   std::int64_t max_pages_ = 0;
 };
 
@@ -77,12 +80,12 @@ class PageTable {
     return const_cast<PageTable&>(*this).at(group, member, page_index);
   }
   /// Every entry, for giving the pages back.
-  std::vector<std::int32_t>& entries() { return entries_; }
+  Vector<std::int32_t>& entries() { return entries_; }
 
  private:
-  std::vector<std::size_t> group_offset_;  // [groups] first entry of each group
-  std::vector<int> pages_per_member_;      // [groups]
-  std::vector<std::int32_t> entries_;      // [groups][members][pages per member]
+  Vector<std::size_t> group_offset_;  // [groups] first entry of each group
+  Vector<int> pages_per_member_;      // [groups]
+  Vector<std::int32_t> entries_;      // [groups][members][pages per member]
 };
 
 /// One sequence's rows as a store for append_rows/attend_rows: row(group,
@@ -134,4 +137,5 @@ class PagedRows {
   int head_dim_;
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv::detail

@@ -8,8 +8,11 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "abi_namespace.hpp"
+#include "tagged_vector.hpp"
 
 namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Groups the (layer, KV head) pairs of a configuration by retention
 /// policy. Heads of one group keep the same stream tokens at the same
@@ -82,12 +85,13 @@ class PolicyGroups {
   }
 
   int num_kv_heads_;
-  std::vector<RetentionPolicy> policies_;  // [groups]
-  std::vector<int> members_;               // [groups] heads per group
-  std::vector<int> group_of_;              // [layers * kv_heads]
-  std::vector<int> member_of_;             // [layers * kv_heads] index within its group
-  std::vector<HeadRun> runs_;              // every layer's runs, layer-major
-  std::vector<int> run_begin_;             // [layers + 1] first run of each layer
+  Vector<RetentionPolicy> policies_;  // [groups]
+  Vector<int> members_;               // [groups] heads per group
+  Vector<int> group_of_;              // [layers * kv_heads]
+  Vector<int> member_of_;             // [layers * kv_heads] index within its group
+  Vector<HeadRun> runs_;              // every layer's runs, layer-major
+  Vector<int> run_begin_;             // [layers + 1] first run of each layer
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv::detail

@@ -20,11 +20,14 @@
 #include "../positions.hpp"
 #include "../rope.hpp"
 #include "../views.hpp"
+#include "abi_namespace.hpp"
 #include "element.hpp"
 #include "policy_groups.hpp"
 #include "storage.hpp"
+#include "tagged_vector.hpp"
 
 namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// What every sequence of a cache or pool shares, immutable once built:
 /// the configuration, its policy groups, RoPE frequencies, ALiBi slopes.
@@ -47,8 +50,8 @@ struct CacheModel {
   CacheConfig config;
   PolicyGroups groups;
   std::optional<Rope> rope;
-  std::vector<C> alibi;              // [num_query_heads], empty unless ALiBi
-  std::vector<int> stream_offsets;   // [max_chunk] 0, 1, 2, ...: query offsets in the stream frame
+  Vector<C> alibi;             // [num_query_heads], empty unless ALiBi
+  Vector<int> stream_offsets;  // [max_chunk] 0, 1, 2, ...: query offsets in the stream frame
 };
 
 /// The per-step protocol of one sequence. A step is one token, or one chunk
@@ -166,7 +169,7 @@ class StepProtocol {
     return -1;
   }
 
-  std::vector<std::uint64_t> layer_step_end_;  // [num_layers] tokens_seen() after the layer's last append
+  Vector<std::uint64_t> layer_step_end_;  // [num_layers] tokens_seen() after the layer's last append
   std::uint64_t tokens_seen_ = 0;
   int step_length_ = 0;
   int layers_done_ = 0;
@@ -336,16 +339,16 @@ class Sequence {
   std::uint64_t tokens_seen_in_positions() const { return positions_.front().tokens_seen(); }
 
   const CacheModel<C>* model_;
-  std::vector<CachePositions> positions_;         // [groups]
+  Vector<CachePositions> positions_;  // [groups]
   StepProtocol protocol_;
-  std::vector<Rope::Rotation> stream_rotation_;   // [max_chunk] at step token i's stream index
-  std::vector<Rope::Rotation> sink_rotation_;     // [groups * max_chunk] to its query (cache) position
-  std::vector<C> stream_rows_;                    // [max_chunk * query_heads * head_dim], blocked per head run
-  std::vector<C> sink_rows_;                      // same shape
-  std::vector<C> log_sum_exp_;                    // [max_chunk * query_heads], blocked per head run
-  std::vector<int> sink_offsets_;                 // [max_chunk]
-  std::vector<KVSegment<T>> segments_;            // [max segments of one head run]
-  std::vector<ChunkSegment<T>> chunk_segments_;   // same
+  Vector<Rope::Rotation> stream_rotation_;  // [max_chunk] at step token i's stream index
+  Vector<Rope::Rotation> sink_rotation_;    // [groups * max_chunk] to its query (cache) position
+  Vector<C> stream_rows_;                   // [max_chunk * query_heads * head_dim], blocked per head run
+  Vector<C> sink_rows_;                     // same shape
+  Vector<C> log_sum_exp_;                   // [max_chunk * query_heads], blocked per head run
+  Vector<int> sink_offsets_;                // [max_chunk]
+  Vector<KVSegment<T>> segments_;           // [max segments of one head run]
+  Vector<ChunkSegment<T>> chunk_segments_;  // same
 };
 
 // ---- the algorithms -------------------------------------------------------
@@ -689,4 +692,5 @@ void attend_rows(Sequence<T>& sequence, const Store& store, int layer, const Tok
   sequence.last_attended_layer = layer;
 }
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv::detail

@@ -23,9 +23,12 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
+#include "abi_namespace.hpp"
 #include "element.hpp"
+#include "tagged_vector.hpp"
 
 namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 static_assert(std::numeric_limits<float>::is_iec559 && std::numeric_limits<double>::is_iec559,
               "sinkkv snapshots store IEEE-754 binary32/binary64 elements");
@@ -443,7 +446,7 @@ inline std::uint64_t cache_memory_bound(const CacheConfig& config, std::size_t e
                                       static_cast<std::uint64_t>(config.head_dim);
   std::uint64_t groups = 1;
   if (!config.head_policies.empty()) {
-    std::vector<std::pair<int, int>> policies;
+    Vector<std::pair<int, int>> policies;
     policies.reserve(config.head_policies.size());
     for (const RetentionPolicy& p : config.head_policies) policies.emplace_back(p.num_sinks, p.window);
     std::sort(policies.begin(), policies.end());
@@ -470,4 +473,5 @@ inline std::uint64_t cache_memory_bound(const CacheConfig& config, std::size_t e
   return bytes;
 }
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv::detail

@@ -11,9 +11,12 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "abi_namespace.hpp"
 #include "policy_groups.hpp"
+#include "tagged_vector.hpp"
 
 namespace sinkkv::detail {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Bytes every row store aligns to, whatever the compiler flags. (It must
 /// not follow EIGEN_MAX_ALIGN_BYTES, which differs between translation units
@@ -138,9 +141,10 @@ class ContiguousStore {
 
  private:
   int head_dim_ = 0;
-  std::vector<std::size_t> group_offset_;  // [groups] first element of each group's block
-  std::vector<int> group_slots_;           // [groups] slots per member
+  Vector<std::size_t> group_offset_;  // [groups] first element of each group's block
+  Vector<int> group_slots_;           // [groups] slots per member
   AlignedArray<T> rows_;
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv::detail

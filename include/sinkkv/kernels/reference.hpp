@@ -6,8 +6,10 @@
 #include <limits>
 
 #include "../attention.hpp"
+#include "../detail/abi_namespace.hpp"
 
 namespace sinkkv {
+inline namespace SINKKV_ABI_NAMESPACE {
 
 /// Naive softmax attention in double precision: three passes over the
 /// scores (max, normaliser, weighted values). Slow on purpose: it has no
@@ -108,4 +110,5 @@ struct ReferenceKernel {
   }
 };
 
+}  // namespace SINKKV_ABI_NAMESPACE
 }  // namespace sinkkv

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <sinkkv/error.hpp>
+
 #include "units.hpp"
 
 namespace {
@@ -32,6 +34,21 @@ bool cpu_has_avx2_fma_f16c() {
   if ((xcr0 & 6u) != 6u || __get_cpuid_max(0, nullptr) < 7) return false;
   __cpuid_count(7, 0, a, b, c, d);
   return (b >> 5) & 1u;
+}
+
+/// 0 if `throw_error` (another unit's function) throws a sinkkv::Error that
+/// this unit catches as its own sinkkv::Error.
+int check_error_is_one_type(const char* unit, void (*throw_error)()) {
+  try {
+    throw_error();
+  } catch (const sinkkv::Error&) {
+    return 0;
+  } catch (...) {
+    std::printf("FAIL: %s unit threw something this unit does not catch as sinkkv::Error\n", unit);
+    return 1;
+  }
+  std::printf("FAIL: %s unit threw nothing for an invalid CacheConfig\n", unit);
+  return 1;
 }
 
 /// Dense attention in double of the last query over `tokens`.
@@ -58,6 +75,7 @@ std::vector<double> reference(const std::vector<int>& tokens, int query_token) {
 
 int check(const char* unit, const UnitReport& report, const float* got, const std::vector<double>& want) {
   std::printf("%s unit: CpuKernel variant %s, kernel type %s\n", unit, report.instruction_set, report.kernel_type);
+  if (report.cache_type != nullptr) std::printf("%s unit: cache type %s\n", unit, report.cache_type);
   for (std::size_t i = 0; i < want.size(); ++i) {
     if (!(std::abs(got[i] - want[i]) <= 1e-5 + 1e-5 * std::abs(want[i]))) {
       std::printf("FAIL: %s unit, element %zu: %.7g, reference %.7g\n", unit, i, double(got[i]), want[i]);
@@ -91,6 +109,7 @@ int main(int argc, char** argv) {
   float generic_out[kQueryHeads * kHeadDim], avx2_out[kQueryHeads * kHeadDim];
   const UnitReport generic = mode == "kernel" ? generic_kernel(generic_out) : generic_cache(generic_out);
   failures += check("generic", generic, generic_out, want);
+  if (mode == "cache") failures += check_error_is_one_type("generic", generic_throw_error);
   if (!cpu_has_avx2_fma_f16c()) {
     std::printf("this CPU has no AVX2+FMA+F16C: the -mavx2 unit is not run\n");
   } else {
@@ -100,6 +119,14 @@ int main(int argc, char** argv) {
       std::printf("FAIL: both units share one CpuKernel type (%s): one instruction-set tag for two flag sets\n",
                   generic.kernel_type);
       ++failures;
+    }
+    if (mode == "cache") {
+      if (std::strcmp(generic.cache_type, avx2.cache_type) == 0) {
+        std::printf("FAIL: both units share one SinkKVCache type (%s): its code is shared by two flag sets\n",
+                    generic.cache_type);
+        ++failures;
+      }
+      failures += check_error_is_one_type("avx2", avx2_throw_error);
     }
   }
   std::printf(failures == 0 ? "PASS\n" : "FAILED\n");

@@ -18,16 +18,24 @@ inline constexpr int kSinks = 4, kWindow = 60, kStreamTokens = 200;
 struct UnitReport {
   const char* instruction_set;
   const char* kernel_type;
+  /// The cache scenario: SinkKVCache<Eigen::half>'s type name (the rest of
+  /// the library carries the tag too); the kernel scenario: nullptr.
+  const char* cache_type;
 };
 
 UnitReport generic_kernel(float* out);
 UnitReport avx2_kernel(float* out);
 UnitReport generic_cache(float* out);
 UnitReport avx2_cache(float* out);
+/// Throws the sinkkv::Error of an invalid CacheConfig (window 0): callers
+/// in another unit must catch it as sinkkv::Error, one type for all flags.
+void generic_throw_error();
+void avx2_throw_error();
 
 /// K, V and query element i of token t, head h: multiples of 1/8 in [-1, 1],
-/// exact in half precision, so the reference needs no rounding.
-constexpr float element(int which, int t, int h, int d) {
+/// exact in half precision, so the reference needs no rounding. Static:
+/// each unit keeps its own copy (an inline one would be shared code).
+static constexpr float element(int which, int t, int h, int d) {
   return static_cast<float>((which * 7 + t * 13 + h * 5 + d * 3) % 17 - 8) / 8.0f;
 }
 

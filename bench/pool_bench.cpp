@@ -128,30 +128,14 @@ Fixture<T>& fixture(int sequences, int tokens) {
   return *made;
 }
 
-/// Sum of n floats in 16 independent partial sums (the compiler vectorises
-/// it for whatever the build targets; the loads, not the adds, set the pace).
-float sum_floats(const float* p, std::size_t n) {
-  float partial[16] = {};
-  std::size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (int k = 0; k < 16; ++k) partial[k] += p[i + static_cast<std::size_t>(k)];
-  }
-  float total = 0;
-  for (float x : partial) total += x;
-  for (; i < n; ++i) total += p[i];
-  return total;
-}
-
-/// Read bandwidth of `threads` threads summing disjoint halves of a buffer
-/// much larger than the last-level cache: best of 5 passes, bytes/s.
-double read_bandwidth(int threads) {
-  static std::map<int, double> measured;
-  if (measured.count(threads) != 0) return measured[threads];
-  const std::size_t floats = (g_smoke ? std::size_t{1} << 22 : std::size_t{1} << 29) / sizeof(float);  // 512 MiB
-  std::vector<float> buffer(floats, 1.0f);
+/// Bytes/s of `threads` threads reading disjoint parts of p[0, floats) at
+/// once with bench::sum_floats<kStreams, kPrefetchBytes> (the read loop of
+/// attention_bench's probe, in the kernel's instruction set): best of 4
+/// passes.
+template <int kStreams, int kPrefetchBytes>
+double parallel_read_rate(const float* p, std::size_t floats, int threads) {
   double best = 0;
-  for (int pass = 0; pass < 5; ++pass) {
-    std::atomic<int> ready{0};
+  for (int pass = 0; pass < 4; ++pass) {
     std::vector<float> sums(static_cast<std::size_t>(threads));
     const auto start = bench::Clock::now();
     std::vector<std::thread> workers;
@@ -159,8 +143,7 @@ double read_bandwidth(int threads) {
       workers.emplace_back([&, w] {
         const std::size_t begin = floats * static_cast<std::size_t>(w) / static_cast<std::size_t>(threads);
         const std::size_t end = floats * static_cast<std::size_t>(w + 1) / static_cast<std::size_t>(threads);
-        sums[static_cast<std::size_t>(w)] = sum_floats(buffer.data() + begin, end - begin);
-        ready.fetch_add(1);
+        sums[static_cast<std::size_t>(w)] = bench::sum_floats<kStreams, kPrefetchBytes>(p + begin, end - begin);
       });
     }
     for (auto& worker : workers) worker.join();
@@ -168,6 +151,24 @@ double read_bandwidth(int threads) {
     benchmark::DoNotOptimize(sums.data());
     best = std::max(best, static_cast<double>(floats * sizeof(float)) / seconds);
   }
+  return best;
+}
+
+/// Read bandwidth of `threads` threads over a buffer far larger than the
+/// last-level cache (512 MiB): the best of the six read patterns of
+/// attention_bench's probe (1, 2 or 4 interleaved streams, with and without
+/// software prefetch), bytes/s. (A first version summed with one plain loop
+/// and read a third less than the kernel itself.)
+double read_bandwidth(int threads) {
+  static std::map<int, double> measured;
+  if (measured.count(threads) != 0) return measured[threads];
+  const std::size_t floats = (g_smoke ? std::size_t{1} << 22 : std::size_t{1} << 29) / sizeof(float);
+  std::vector<float> buffer(floats, 1.0f);
+  const float* p = buffer.data();
+  const double best =
+      std::max({parallel_read_rate<1, 0>(p, floats, threads), parallel_read_rate<2, 0>(p, floats, threads),
+                parallel_read_rate<4, 0>(p, floats, threads), parallel_read_rate<1, 1024>(p, floats, threads),
+                parallel_read_rate<2, 1024>(p, floats, threads), parallel_read_rate<4, 2048>(p, floats, threads)});
   measured[threads] = best;
   return best;
 }

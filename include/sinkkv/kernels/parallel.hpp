@@ -336,15 +336,7 @@ class ParallelCpuKernel {
     for (int p = 0; p < threads; ++p) {
       const int begin = static_cast<int>(static_cast<std::int64_t>(tokens) * p / threads);
       const int end = static_cast<int>(static_cast<std::int64_t>(tokens) * (p + 1) / threads);
-      int count = 0;
-      int first = 0;  // token index where segment s starts
-      for (int s = 0; s < args.num_segments; ++s) {
-        const ChunkSegment<T>& segment = args.segments[s];
-        const int lo = std::max(begin, first);
-        const int hi = std::min(end, first + segment.length);
-        if (lo < hi) segments[p][count++] = segment.slice(lo - first, hi - lo);
-        first += segment.length;
-      }
+      const int count = slice_tokens(args.segments, args.num_segments, begin, end, segments[p]);
       part_args[p] = args;
       part_args[p].segments = segments[p];
       part_args[p].num_segments = count;
@@ -390,15 +382,7 @@ class ParallelCpuKernel {
     for (int p = 0; p < threads; ++p) {
       const int begin = static_cast<int>(static_cast<std::int64_t>(total) * p / threads);
       const int end = static_cast<int>(static_cast<std::int64_t>(total) * (p + 1) / threads);
-      int count = 0;
-      int first = 0;  // token index where segment s starts
-      for (int s = 0; s < args.num_segments; ++s) {
-        const KVSegment<T>& segment = args.segments[s];
-        const int lo = std::max(begin, first);
-        const int hi = std::min(end, first + segment.length);
-        if (lo < hi) segments[p][count++] = segment.slice(lo - first, hi - lo);
-        first += segment.length;
-      }
+      const int count = slice_tokens(args.segments, args.num_segments, begin, end, segments[p]);
       part_args[p] = args;
       part_args[p].segments = segments[p];
       part_args[p].num_segments = count;
@@ -416,6 +400,22 @@ class ParallelCpuKernel {
   }
 
  private:
+  /// The parts of `segments` (their tokens numbered across all of them, in
+  /// order) that fall in tokens [begin, end), written to `slices`; returns
+  /// how many.
+  template <class Segment>
+  static int slice_tokens(const Segment* segments, int num_segments, int begin, int end, Segment* slices) {
+    int count = 0;
+    int first = 0;  // token index where segment s starts
+    for (int s = 0; s < num_segments; ++s) {
+      const int lo = std::max(begin, first);
+      const int hi = std::min(end, first + segments[s].length);
+      if (lo < hi) slices[count++] = segments[s].slice(lo - first, hi - lo);
+      first += segments[s].length;
+    }
+    return count;
+  }
+
   template <class T>
   static std::int64_t visible_tokens(const ChunkArgs<T>& args, int query) {
     std::int64_t n = 0;

@@ -364,6 +364,28 @@ TEST(SequencePool, BadBatchItemWritesNoOutput) {
   EXPECT_EQ(out_a, std::vector<float>(96, -7.0f));
 }
 
+// attend_batch(..., nullptr) runs on the caller (a literal nullptr once did
+// not compile: TaskPool* could not be deduced) and takes a temporary
+// kernel, as attend() does; its output equals the sequence's own attend().
+TEST(SequencePool, AttendBatchTakesALiteralNullptrPoolAndATemporaryKernel) {
+  const CacheConfig cache = pool_cache_config(false, 1);
+  SequencePool<float> pool(pool_config(cache, 100));
+  const SequenceId a = pool.add();
+  const std::vector<float> rows(6 * 16, 0.25f);
+  std::vector<float> queries(96);
+  for (std::size_t i = 0; i < queries.size(); ++i) queries[i] = 0.01f * static_cast<float>(i % 17);
+  for (int layer = 0; layer < 2; ++layer) {
+    pool.append(a, layer, heads_view(rows.data(), 2, 16), heads_view(rows.data(), 2, 16));
+  }
+  std::vector<float> batched(96, -7.0f), alone(96, -8.0f);
+  const BatchItem<float, float> item{a, tokens_view(queries.data(), 1, 6, 16),
+                                     tokens_output_view(batched.data(), 1, 6, 16)};
+  pool.attend_batch(0, &item, 1, ReferenceKernel{}, nullptr);
+  pool.attend(a, 0, tokens_view(queries.data(), 1, 6, 16), tokens_output_view(alone.data(), 1, 6, 16),
+              ReferenceKernel{});
+  EXPECT_EQ(batched, alone);
+}
+
 // Few long caches, many threads: attend_batch splits each (sequence, KV
 // head) into token ranges merged by log-sum-exp; the result equals the
 // unsplit one to float rounding.

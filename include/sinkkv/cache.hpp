@@ -113,6 +113,10 @@ class SinkKVCache {
   // ---- observers ---------------------------------------------------------
 
   const CacheConfig& config() const { return live("config").model->config; }
+  /// Tokens of the stream so far, the step in progress included once it has
+  /// begun (its first append, or begin_step): an engine that rotates its own
+  /// rows should take a step's stream indices from its own count, or read
+  /// this before the step's first append.
   std::uint64_t tokens_seen() const { return state_ ? state_->sequence.tokens_seen() : 0; }
   int num_layers() const { return state_ ? config().num_layers : 0; }
   /// True when every layer holds the current step (or no step was begun).

@@ -94,7 +94,8 @@ struct RetentionPolicy {
 /// one KV head of a layer (its query heads follow it), a policy of its own
 /// (gpt-oss's alternating sliding layers, DuoAttention's streaming heads);
 /// heads sharing a policy share position bookkeeping and storage is packed
-/// per head, so memory is the sum of the heads' capacities.
+/// per head, so memory is the sum of the heads' rows: each head's
+/// capacity() plus max_chunk - 1 rows of chunk room (slots_of()).
 struct CacheConfig {
   /// Bounds that keep every index and product the kernels form in an int.
   static constexpr std::int64_t kMaxSlots = std::int64_t{1} << 30;        ///< sinks + window + chunk room

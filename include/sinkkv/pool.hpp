@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -77,8 +78,11 @@ struct BatchItem {
 
 /// Many independent streams (sequences) in one memory budget. Each sequence
 /// behaves exactly as a SinkKVCache with the pool's configuration (same
-/// protocol, positions, chunks, policies; the same arithmetic, so the same
-/// outputs bit for bit with the same kernel), but its K/V rows live in
+/// protocol, positions, chunks, policies, and the same arithmetic: with
+/// ReferenceKernel the same outputs bit for bit; a kernel that blocks its
+/// work per segment, as CpuKernel does, sees page boundaries as more
+/// segments and agrees to float summation order, and so do attend_batch's
+/// token-range splits when it takes them), but its K/V rows live in
 /// fixed-size pages taken from the pool as its tokens arrive, up to its
 /// sinks + window (+ chunk room) per KV head, and given back at once when it
 /// is released or reset.
@@ -168,20 +172,22 @@ class SequencePool {
     const int index = free_slots_.back();
     free_slots_.pop_back();
     Slot& slot = *slots_[static_cast<std::size_t>(index)];
-    ++slot.generation;
-    slot.live = true;
+    const std::uint32_t generation = slot.generation.load(std::memory_order_relaxed) + 1;
+    slot.generation.store(generation, std::memory_order_relaxed);
+    slot.live.store(true, std::memory_order_release);
     ++live_sequences_;
-    return SequenceId{(static_cast<std::uint64_t>(slot.generation) << 32) | static_cast<std::uint64_t>(index + 1)};
+    return SequenceId{(static_cast<std::uint64_t>(generation) << 32) | static_cast<std::uint64_t>(index + 1)};
   }
 
   /// Ends a sequence: its pages are free for others at once, and its id is
   /// stale from now on. Throws sinkkv::Error for an unknown or stale id.
   void release(SequenceId id) {
-    Slot& slot = live_slot(id, "release");
+    // Checked under the lock: two releases of one id must not both pass.
     std::lock_guard<std::mutex> lock(mutex_);
+    Slot& slot = live_slot(id, "release");
     give_back_pages(slot);
     slot.sequence.clear();
-    slot.live = false;
+    slot.live.store(false, std::memory_order_release);
     free_slots_.push_back(static_cast<int>((id.value & 0xFFFFFFFFu) - 1));
     --live_sequences_;
   }
@@ -189,8 +195,8 @@ class SequencePool {
   /// Forgets a sequence's tokens (a new conversation under the same id) and
   /// gives its pages back.
   void reset(SequenceId id) {
-    Slot& slot = live_slot(id, "reset");
     std::lock_guard<std::mutex> lock(mutex_);
+    Slot& slot = live_slot(id, "reset");
     give_back_pages(slot);
     slot.sequence.clear();
   }
@@ -227,6 +233,7 @@ class SequencePool {
 
   // ---- one sequence (as SinkKVCache) -------------------------------------------
 
+  /// As SinkKVCache::tokens_seen(): the step in progress included once begun.
   std::uint64_t tokens_seen(SequenceId id) const { return live_slot(id, "tokens_seen").sequence.tokens_seen(); }
   /// True when every layer holds the sequence's current step.
   bool step_complete(SequenceId id) const {
@@ -294,6 +301,13 @@ class SequencePool {
 
   // ---- many sequences at once ------------------------------------------------------
 
+  /// attend_batch on the calling thread alone (`pool` = nullptr).
+  template <class Src, class Kernel>
+  void attend_batch(int layer, const Item<Src>* items, int count, Kernel&& kernel, std::nullptr_t,
+                    const Options& options = {}) {
+    attend_batch(layer, items, count, kernel, static_cast<ThreadPool*>(nullptr), options);
+  }
+
   /// Attention of `count` sequences on `layer` in one call: each item's
   /// queries (one per token its current step appended: single tokens and
   /// prefill chunks may mix) over what its sequence keeps, written to the
@@ -301,14 +315,20 @@ class SequencePool {
   /// type of is_task_pool_v; nullptr runs on the caller) by (sequence, KV
   /// head), each reading its K/V once; when the batch has fewer such tasks
   /// than threads, long single-token caches are also split into token ranges
-  /// (at page boundaries) merged by log-sum-exp. `kernel` is called
-  /// concurrently from the pool's threads and must allow that (CpuKernel and
-  /// ReferenceKernel do; a ParallelCpuKernel would nest pools: use
-  /// CpuKernel). Every item is checked before any work: a bad item throws
-  /// sinkkv::Error and no output is written. No allocation.
+  /// (at page boundaries) merged by log-sum-exp (max_token_splits = 1 turns
+  /// that off, so results do not depend on the batch or the thread count).
+  /// `kernel` is called concurrently from the pool's threads: it must allow
+  /// that and must not throw (CpuKernel and ReferenceKernel qualify;
+  /// ParallelCpuKernel, whose scratch is per object, is rejected at compile
+  /// time). `pool` must not run anything else during the call (its run() is
+  /// one caller at a time). Every item is checked before any work: a bad item
+  /// throws sinkkv::Error and no output is written. No allocation.
   template <class Src, class Kernel, class TaskPool>
-  void attend_batch(int layer, const Item<Src>* items, int count, Kernel& kernel, TaskPool* pool,
+  void attend_batch(int layer, const Item<Src>* items, int count, Kernel&& kernel, TaskPool* pool,
                     const Options& options = {}) {
+    static_assert(!std::is_same_v<std::decay_t<Kernel>, ParallelCpuKernel>,
+                  "sinkkv::SequencePool::attend_batch calls the kernel from several threads at once; "
+                  "ParallelCpuKernel allows one call at a time per object: pass a CpuKernel");
     static_assert(is_task_pool_v<TaskPool>,
                   "sinkkv::SequencePool::attend_batch: the pool needs `int num_threads() const` and "
                   "`run(int count, IndexTask& task)`");
@@ -391,8 +411,10 @@ class SequencePool {
     detail::Sequence<T> sequence;
     detail::PageTable table;
     std::int64_t pages_held = 0;
-    std::uint32_t generation = 0;
-    bool live = false;
+    // Atomic: contains() and the stale-id check of every call read them
+    // while add() and release() (under mutex_) write another id's view.
+    std::atomic<std::uint32_t> generation{0};
+    std::atomic<bool> live{false};
     // attend_batch scratch
     std::uint64_t batch_mark = 0;
     int splits = 1;
@@ -407,7 +429,10 @@ class SequencePool {
     const std::uint64_t index = id.value & 0xFFFFFFFFu;
     if (index == 0 || index > slots_.size()) return nullptr;
     const Slot& slot = *slots_[static_cast<std::size_t>(index - 1)];
-    if (!slot.live || slot.generation != static_cast<std::uint32_t>(id.value >> 32)) return nullptr;
+    if (!slot.live.load(std::memory_order_acquire) ||
+        slot.generation.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(id.value >> 32)) {
+      return nullptr;
+    }
     return &slot;
   }
   const Slot& live_slot(SequenceId id, const char* operation) const {

@@ -40,6 +40,10 @@ struct SequenceId {
 /// Shape, policies and budget of a SequencePool.
 struct PoolConfig {
   /// Layers, heads, policies, chunk room and encoding of every sequence.
+  /// A head's ring is sinks + window + max_chunk - 1 slots, and a sequence
+  /// that streams long enough holds pages for all of them until it is
+  /// released, decode-only sequences included: keep max_chunk to what the
+  /// engine's prefill needs.
   CacheConfig cache;
   /// Tokens per page (a power of two). A page holds the keys and values of
   /// that many tokens of one KV head of one layer.
